@@ -1,0 +1,169 @@
+"""qbench's command line: ``qbench train [overrides]``, ``qbench train -m <sweeps>``, ``qbench list``.
+
+User mistakes end as one line on stderr and exit code 2; the run directory is created only after every
+job of the (multi)run has been checked.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from qbench.errors import UserError
+
+USAGE = """usage: qbench <command> [options]
+
+commands:
+  train [key=value ...]     train one run (Hydra overrides, e.g. method=bnn model=mlp dataset=mnist)
+  train -m key=a,b ...      a Hydra multirun: one run per combination
+  train resume=<run dir>    continue an interrupted run from its last checkpoint
+  list                      methods, models, datasets, optimizers and schedules
+
+`qbench train --help` shows the config groups and every option."""
+
+HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "--config-path", "-cp",
+                          "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    commands = {"train": train, "list": list_command}
+    try:
+        if command not in commands:
+            raise UserError(f"unknown command {command!r}; valid: {', '.join(commands)}")
+        return commands[command](rest) or 0
+    except UserError as e:
+        print(f"qbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qbench: interrupted", file=sys.stderr)
+        return 130
+
+
+# --- train -----------------------------------------------------------------------------------------
+
+def _overrides(args: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a.startswith("-"):
+            skip = a in HYDRA_FLAGS_WITH_VALUE
+        else:
+            out.append(a)
+    return out
+
+
+def train(args: list[str]) -> int:
+    resume = [a for a in args if a.startswith("resume=")]
+    if resume and resume[0] != "resume=null":
+        if len(args) != 1:
+            raise UserError("resume=<run dir> continues a run with its own config and takes no other "
+                            f"arguments; got: {' '.join(a for a in args if not a.startswith('resume='))}")
+        return resume_run(Path(resume[0].split("=", 1)[1]))
+    if not any(a in ("--help", "-h", "--hydra-help") for a in args):
+        from qbench.config import check_overrides
+
+        check_overrides(_overrides(args))
+    _launch_hydra(args)
+    return 0
+
+
+def _launch_hydra(args: list[str]) -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from qbench.config import config_dir
+
+    @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
+    def task(cfg):
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            return run(cfg, run_dir)
+        except UserError as e:
+            print(f"qbench: error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    saved = sys.argv
+    sys.argv = ["qbench train", *args, "hydra.job.name=train"]
+    try:
+        task()
+    finally:
+        sys.argv = saved
+
+
+def run(cfg, run_dir: Path, resume: bool = False):
+    from omegaconf import OmegaConf
+
+    from qbench.train import Trainer
+
+    if not resume and ((run_dir / "summary.json").exists() or (run_dir / "checkpoints").exists()):
+        raise UserError(f"run directory {run_dir} already holds a run; qbench never overwrites one "
+                        "(set hydra.run.dir to a new folder)")
+    if not resume:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    summary = Trainer(cfg, run_dir, resume=resume).fit()
+    acc = summary["final_val_acc"]
+    print(f"{summary['method']} {summary['model']} {summary['dataset']} seed {summary['seed']}: "
+          f"final val_acc {100 * acc:.2f}% after {summary['epochs_completed']} epochs, "
+          f"{summary['wall_seconds']:.0f} s on {summary['device']}" if acc is not None else "no evaluation ran")
+    print(f"run dir: {run_dir}", flush=True)
+    return acc
+
+
+def resume_run(run_dir: Path) -> int:
+    from omegaconf import OmegaConf
+
+    from qbench.config import check_data, validate
+
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a qbench run directory (no config.yaml)")
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        status = json.loads(summary_path.read_text()).get("status")
+        if status == "completed":
+            raise UserError(f"run {run_dir} already completed; nothing to resume")
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        raise UserError(f"run {run_dir} has no checkpoint yet (it stopped in its first epoch); start it anew")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    validate(cfg)
+    check_data(cfg)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")])
+    run(cfg, run_dir, resume=True)
+    return 0
+
+
+# --- list ------------------------------------------------------------------------------------------
+
+def list_command(args: list[str]) -> int:
+    from omegaconf import OmegaConf
+    from rich.console import Console
+    from rich.table import Table
+
+    from qbench.config import config_dir, group_options
+
+    if args:
+        raise UserError(f"qbench list takes no arguments; got {' '.join(args)}")
+    console = Console()
+    for group, cols in (("method", ("summary", "paper")), ("model", ("summary",)), ("dataset", ("summary",))):
+        table = Table(title=f"{group}s ({group}=...)", title_justify="left", show_lines=False)
+        table.add_column("name", style="bold")
+        for c in cols:
+            table.add_column(c)
+        for name in group_options(group):
+            node = OmegaConf.load(config_dir() / group / f"{name}.yaml")
+            table.add_row(name, *(str(node.get(c, "")) for c in cols))
+        console.print(table)
+    for group in ("optim", "sched"):
+        console.print(f"[bold]{group}=[/bold] " + " | ".join(group_options(group)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Finding, composing and checking configs before anything runs.
+
+Every user mistake -- an unknown group option, an unknown key, a bad value, missing data -- is found here
+and reported as one line naming the bad value and the valid ones, before Hydra creates a run directory.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from qbench.errors import UserError, choices
+
+CONFIG_DIR = Path(os.environ.get("QBENCH_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
+GROUPS = ("method", "model", "dataset", "optim", "sched")
+MAX_PRECHECK_JOBS = 64
+
+
+def config_dir() -> Path:
+    if not (CONFIG_DIR / "train.yaml").is_file():
+        raise UserError(f"qbench's configs are not at {CONFIG_DIR}; install qbench from its source tree "
+                        "(pip install -e .) or set QBENCH_CONFIG_DIR")
+    return CONFIG_DIR
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+def _parse(overrides: list[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides=overrides)
+    except HydraException as e:
+        raise UserError(f"cannot parse override: {str(e).strip().splitlines()[0]}") from None
+
+
+def _values(o) -> list[str]:
+    """An override's values as override strings (a sweep gives several)."""
+    if o.is_sweep_override():
+        try:
+            return [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+        except Exception:  # e.g. glob() sweeps: let Hydra expand them; check the first job only
+            return []
+    return [o.input_line]
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Check every job a (multi)run would launch, before Hydra makes any directory."""
+    parsed = [o for o in _parse(overrides) if not o.key_or_group.startswith("hydra")]
+    for o in parsed:
+        group = o.key_or_group
+        if group == "resume":
+            raise UserError("resume=<run dir> continues one run and takes no other overrides: "
+                            "qbench train resume=<run dir>")
+        if group in GROUPS and not o.is_delete():
+            valid = group_options(group)
+            vals = [v.split("=", 1)[1] for v in _values(o)] if o.is_sweep_override() else [str(o.value())]
+            for v in vals:
+                if v not in valid:
+                    raise UserError(f"unknown {group} {v!r}; valid: {choices(valid)}")
+    per_override = [_values(o) or [] for o in parsed]
+    per_override = [v for v in per_override if v]
+    jobs = list(itertools.islice(itertools.product(*per_override), MAX_PRECHECK_JOBS))
+    checked_data = set()
+    for job in jobs:
+        job = list(job)
+        groups_only = [j for j in job if j.split("=", 1)[0].lstrip("+~") in GROUPS]
+        base = compose(groups_only)
+        for j in job:
+            key = j.split("=", 1)[0]
+            if key.startswith(("+", "~")) or key in GROUPS or "/" in key or "@" in key:
+                continue
+            if OmegaConf.select(base, key, default=_MISSING) is _MISSING:
+                parent = key.rsplit(".", 1)[0] if "." in key else ""
+                node = OmegaConf.select(base, parent) if parent else base
+                keys = choices(node.keys()) if isinstance(node, DictConfig) else "(none)"
+                where = f"under {parent!r}" if parent else "at top level"
+                raise UserError(f"unknown config key {key!r}; keys {where}: {keys}")
+        try:
+            cfg = compose(job)
+        except Exception as e:
+            raise UserError(_first_line(e)) from None
+        validate(cfg)
+        data_key = (cfg.dataset.name, cfg.data.root, cfg.data.download)
+        if data_key not in checked_data:
+            check_data(cfg)
+            checked_data.add(data_key)
+
+
+_MISSING = object()
+
+
+def _first_line(e: Exception) -> str:
+    text = re.sub(r"\s+", " ", str(e)).strip()
+    return text[:300] if text else type(e).__name__
+
+
+def _int(cfg, key: str, minimum: int, optional: bool = False) -> None:
+    v = OmegaConf.select(cfg, key)
+    if optional and v is None:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        allowed = f"an integer >= {minimum}" + (" or null" if optional else "")
+        raise UserError(f"{key}={v!r} is invalid; allowed: {allowed}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Values that Hydra cannot type-check: ranges, enumerations, model x dataset compatibility."""
+    from qbench.losses import LOSSES
+    from qbench.methods import build_method
+    from qbench.models import MODELS
+
+    _int(cfg, "seed", 0)
+    for key, low in (("trainer.epochs", 1), ("trainer.batch_size", 1), ("trainer.eval_batch_size", 1),
+                     ("trainer.eval_every", 1), ("data.workers", 0)):
+        _int(cfg, key, low)
+    _int(cfg, "data.subset", 1, optional=True)
+    _int(cfg, "data.val_subset", 1, optional=True)
+    t = cfg.trainer
+    if t.loss not in LOSSES:
+        raise UserError(f"trainer.loss={t.loss!r} is invalid; valid: {choices(LOSSES)}")
+    if t.amp not in (False, "bf16"):
+        raise UserError(f"trainer.amp={t.amp!r} is invalid; valid: false, bf16")
+    if not (t.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", str(t.device))):
+        raise UserError(f"trainer.device={t.device!r} is invalid; valid: auto, cpu, cuda, cuda:N")
+    lr = cfg.optim.get("lr")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
+        raise UserError(f"optim.lr={lr!r} is invalid; allowed: a number > 0")
+    width = cfg.model.get("width")
+    if width is not None and (not isinstance(width, (int, float)) or width <= 0):
+        raise UserError(f"model.width={width!r} is invalid; allowed: a number > 0")
+    entry = MODELS[cfg.model.name]
+    if entry.max_image_size is not None and cfg.dataset.image_size > entry.max_image_size:
+        raise UserError(f"model {cfg.model.name!r} is defined for small inputs (<= {entry.max_image_size} px) "
+                        f"and dataset {cfg.dataset.name!r} has {cfg.dataset.image_size} px images; "
+                        f"models for it: {choices(n for n, e in MODELS.items() if e.max_image_size is None)}")
+    build_method(cfg.method)  # instantiates and probes the quantizers and callbacks
+
+
+def check_data(cfg: DictConfig) -> None:
+    from qbench.data import LAYOUTS, locate
+    from qbench.data.loader import default_root
+
+    if cfg.data.download and LAYOUTS[cfg.dataset.name].download:
+        return
+    root = cfg.data.root or default_root()
+    for split in ("train", "test"):
+        locate(cfg.dataset.name, root, split)

@@ -1,0 +1,132 @@
+"""Batches for training and evaluation.
+
+Small datasets (all but ImageNet) live on the training device as one uint8 tensor; a batch is an index
+into it, converted, augmented and normalised there (airbench's approach: no DataLoader, no per-image
+Python). ImageNet streams from disk through a DataLoader with workers.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from qbench.data.augment import random_crop, random_hflip
+from qbench.data.sources import load_split, locate
+from qbench.errors import UserError
+
+
+def default_root() -> str:
+    return os.environ.get("QBENCH_DATA") or str(Path.home() / ".cache" / "qbench" / "data")
+
+
+def fixed_subset(n_total: int, n: int | None) -> torch.Tensor | None:
+    """The first ``n`` examples of a fixed shuffle of the split (the same on every machine and for every
+    seed), so that a subset holds every class in about its usual share."""
+    if n is None or n >= n_total:
+        return None
+    return torch.randperm(n_total, generator=torch.Generator().manual_seed(0))[:n]
+
+
+class TensorLoader:
+    """Batches of a uint8 image tensor held on ``device``. Each epoch draws its order from ``generator``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std,
+                 train: bool, crop_padding: int = 0, hflip: bool = False, generator: torch.Generator | None = None):
+        self.images, self.labels = images, labels
+        self.batch_size, self.train = batch_size, train
+        self.crop_padding, self.hflip = crop_padding, hflip
+        self.generator = generator
+        dev = images.device
+        self.mean = torch.tensor(mean, device=dev, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=dev, dtype=torch.float32).view(1, -1, 1, 1)
+        # in training a trailing partial batch is dropped (batch-norm statistics of a tiny batch are noise),
+        # unless it is the only batch
+        n = len(labels)
+        self.drop_last = train and n >= batch_size
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        order = (torch.randperm(n, generator=self.generator, device=self.images.device) if self.train
+                 else torch.arange(n, device=self.images.device))
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[idx].float().div_(255)
+            if self.train:
+                x = random_crop(x, self.crop_padding, self.generator)
+                if self.hflip:
+                    x = random_hflip(x, self.generator)
+            yield (x - self.mean) / self.std, self.labels[idx]
+
+
+class StreamLoader:
+    """ImageNet: a DataLoader over an image folder, with torchvision transforms in worker processes."""
+
+    def __init__(self, folder: Path, batch_size: int, mean, std, train: bool, image_size: int,
+                 workers: int, generator: torch.Generator, device: torch.device, hflip: bool = True):
+        from torchvision import datasets, transforms as T
+
+        tf = ([T.RandomResizedCrop(image_size)] + ([T.RandomHorizontalFlip()] if hflip else []) if train
+              else [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)])
+        ds = datasets.ImageFolder(str(folder), T.Compose(tf + [T.ToTensor(), T.Normalize(mean, std)]))
+        self.generator = generator
+        self.device = device
+        self.loader = torch.utils.data.DataLoader(
+            ds, batch_size=batch_size, shuffle=train, drop_last=train and len(ds) >= batch_size,
+            num_workers=workers, pin_memory=device.type == "cuda", generator=generator,
+            persistent_workers=workers > 0)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+@dataclass
+class Data:
+    train: object
+    val: object
+    in_channels: int
+    num_classes: int
+    image_size: int
+    generator: torch.Generator  # holds the data order; checkpointed for exact resume
+
+
+def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
+    """Train and validation batches for ``cfg.dataset`` (validation = the dataset's test split)."""
+    ds, dc = cfg.dataset, cfg.data
+    root = dc.root or default_root()
+    bs = int(cfg.trainer.batch_size)
+    gen_device = device if ds.name != "imagenet" else torch.device("cpu")
+    generator = torch.Generator(device=gen_device).manual_seed(seed)
+    if ds.name == "imagenet":
+        train = StreamLoader(locate("imagenet", root, "train")[1], bs, ds.mean, ds.std, True, ds.image_size,
+                             dc.workers, generator, device, bool(ds.augment.hflip))
+        val = StreamLoader(locate("imagenet", root, "test")[1], bs, ds.mean, ds.std, False, ds.image_size,
+                           dc.workers, torch.Generator().manual_seed(0), device)
+        return Data(train, val, ds.in_channels, ds.num_classes, ds.image_size, generator)
+
+    loaders = {}
+    for split, subset in (("train", dc.subset), ("test", dc.val_subset)):
+        images, labels, classes = load_split(ds.name, root, split, ds.in_channels, bool(dc.download))
+        if len(classes) != ds.num_classes or images.shape[1] != ds.in_channels or images.shape[-1] != ds.image_size:
+            raise UserError(f"{ds.name} {split} split under {root} has {len(classes)} classes of "
+                            f"{images.shape[1]}x{images.shape[2]}x{images.shape[3]} images; the dataset config "
+                            f"expects {ds.num_classes} classes of {ds.in_channels}x{ds.image_size}x{ds.image_size}")
+        keep = fixed_subset(len(labels), subset)
+        if keep is not None:
+            images, labels = images[keep], labels[keep]
+        train = split == "train"
+        loaders[split] = TensorLoader(
+            images.to(device), labels.to(device), bs if train else int(cfg.trainer.eval_batch_size),
+            ds.mean, ds.std, train, crop_padding=ds.augment.crop_padding if train else 0,
+            hflip=bool(ds.augment.hflip) if train else False, generator=generator if train else None)
+    return Data(loaders["train"], loaders["test"], ds.in_channels, ds.num_classes, ds.image_size, generator)

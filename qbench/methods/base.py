@@ -1,0 +1,66 @@
+"""A method, built from its config (configs/method/<name>.yaml)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from qbench.errors import UserError
+from qbench.methods.callbacks import Callback
+from qbench.methods.policy import LayerRow, apply_layer_policy
+from qbench.quant import get_quantizer
+
+
+@dataclass
+class Method:
+    name: str
+    weight_quantizer: object = None
+    input_quantizer: object = None
+    keep_first_fp: bool = False
+    keep_last_fp: bool = False
+    activation: str | None = None  # replaces the model's activation when set (BNN: hardtanh)
+    callbacks: list[Callback] = field(default_factory=list)
+
+    def apply(self, model: torch.nn.Module) -> list[LayerRow]:
+        """Quantize the model in place according to the layer policy; returns the per-layer report."""
+        return apply_layer_policy(model, self.weight_quantizer, self.input_quantizer,
+                                  self.keep_first_fp, self.keep_last_fp)
+
+
+def _quantizer(spec, where: str):
+    try:
+        if isinstance(spec, DictConfig):
+            q = instantiate(spec)
+        else:
+            q = get_quantizer(spec)
+        if q is not None:
+            q(torch.linspace(-1.5, 1.5, 7))  # a bad keyword value (e.g. mode=foo) surfaces here, not mid-run
+        return q
+    except (InstantiationException, ValueError, TypeError) as e:
+        msg = str(e.__cause__ or e).strip().splitlines()[0]
+        raise UserError(f"{where}: {msg}") from None
+
+
+def build_method(cfg: DictConfig) -> Method:
+    callbacks = []
+    for key, spec in (cfg.get("callbacks") or {}).items():
+        if spec is None:  # a callback can be switched off with method.callbacks.<key>=null
+            continue
+        try:
+            callbacks.append(instantiate(spec))
+        except InstantiationException as e:
+            raise UserError(f"method.callbacks.{key}: {str(e.__cause__ or e).splitlines()[0]}") from None
+    return Method(
+        name=cfg.name,
+        weight_quantizer=_quantizer(cfg.get("weight_quantizer"), "method.weight_quantizer"),
+        input_quantizer=_quantizer(cfg.get("input_quantizer"), "method.input_quantizer"),
+        keep_first_fp=bool(cfg.get("keep_first_fp", False)),
+        keep_last_fp=bool(cfg.get("keep_last_fp", False)),
+        activation=cfg.get("activation"),
+        callbacks=callbacks,
+    )
+
+

@@ -1,0 +1,75 @@
+"""Callbacks: the hooks through which a method acts on training, without the trainer knowing the method.
+
+Hooks (all optional): ``param_groups(model, lr)``, ``on_train_start(trainer)``, ``on_epoch_start(trainer,
+epoch)``, ``on_after_optimizer_step(trainer)``, ``on_epoch_end(trainer, epoch) -> dict of scalars to log``.
+State that must survive a resume goes through ``state_dict`` / ``load_state_dict`` (plain data and tensors).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from qbench.nn.layers import _QuantizedMixin
+
+
+def quantized_weights(model: nn.Module):
+    """The real-valued weights whose forward value is quantized."""
+    for m in model.modules():
+        if isinstance(m, _QuantizedMixin) and m.weight_quantizer is not None:
+            yield m, m.weight
+
+
+class Callback:
+    def param_groups(self, model: nn.Module, lr: float) -> list[dict] | None:
+        return None
+
+    def on_train_start(self, trainer) -> None: ...
+
+    def on_epoch_start(self, trainer, epoch: int) -> None: ...
+
+    def on_after_optimizer_step(self, trainer) -> None: ...
+
+    def on_epoch_end(self, trainer, epoch: int) -> dict[str, float] | None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class ClipWeights(Callback):
+    """BinaryConnect Algorithm 1 / BNN Algorithm 1: after each update, w <- clip(w, -bound, bound).
+
+    Without it the real-valued weights of binarized layers drift far from 0 and stop changing sign.
+    Applies only to weights that have a weight quantizer.
+    """
+
+    def __init__(self, bound: float = 1.0):
+        self.bound = float(bound)
+
+    def on_after_optimizer_step(self, trainer) -> None:
+        with torch.no_grad():
+            for _, w in quantized_weights(trainer.model):
+                w.clamp_(-self.bound, self.bound)
+
+
+class GlorotLRScale(Callback):
+    """BC/BNN reference code ("W_LR_scale = Glorot"): the learning rate of each binarized layer's weights is
+    multiplied by 1/H with H = sqrt(1.5 / (fan_in + fan_out)) (Glorot & Bengio's uniform init bound).
+
+    Binary weights live in [-1, 1] rather than at the layer's init scale, so their steps are scaled up to
+    match. Other parameters keep the base learning rate.
+    """
+
+    def param_groups(self, model: nn.Module, lr: float) -> list[dict]:
+        scaled, ids = [], set()
+        for m, w in quantized_weights(model):
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
+            scale = 1.0 / math.sqrt(1.5 / (fan_in + fan_out))
+            scaled.append({"params": [w], "lr": lr * scale, "lr_scale": scale})
+            ids.add(id(w))
+        rest = [p for p in model.parameters() if id(p) not in ids]
+        return scaled + [{"params": rest, "lr": lr, "lr_scale": 1.0}]

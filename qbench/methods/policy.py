@@ -1,0 +1,49 @@
+"""The layer policy: the one place that decides which layers of a model are quantized, and how.
+
+Every nn.Conv2d / nn.Linear of the model, in definition order, becomes a QConv2d / QLinear with the
+method's weight and input quantizers, except:
+  * the first layer's *input* is the data itself and is never quantized;
+  * ``keep_first_fp`` / ``keep_last_fp`` keep the whole first / last layer full precision (XNOR-Net,
+    DoReFa); BNN binarizes both (its first layer sees real-valued pixels, its last layer's output goes to
+    batch norm and the loss un-binarized);
+  * a layer the model marks ``qbench_keep_fp = True`` (e.g. a full-precision shortcut) stays float.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from qbench.nn.layers import QConv2d, QLinear, describe_quantizer
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    shape: tuple
+    params: int
+    weight: str
+    input: str
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def apply_layer_policy(model: nn.Module, weight_quantizer, input_quantizer,
+                       keep_first_fp: bool, keep_last_fp: bool) -> list[LayerRow]:
+    layers = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
+    rows = []
+    for i, (name, layer) in enumerate(layers):
+        first, last = i == 0, i == len(layers) - 1
+        fp = getattr(layer, "qbench_keep_fp", False) or (first and keep_first_fp) or (last and keep_last_fp)
+        wq = None if fp else weight_quantizer
+        iq = None if (fp or first) else input_quantizer
+        qcls = QConv2d if isinstance(layer, nn.Conv2d) else QLinear
+        _set_submodule(model, name, qcls.from_float(layer, wq, iq))
+        rows.append(LayerRow(name, qcls.__name__, tuple(layer.weight.shape), layer.weight.numel(),
+                             describe_quantizer(wq), describe_quantizer(iq)))
+    return rows

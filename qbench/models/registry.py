@@ -1,0 +1,45 @@
+"""Model registry. Models are built from plain nn.Conv2d / nn.Linear; a method's layer policy quantizes
+them afterwards, so one definition serves every method."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from qbench.errors import UserError, choices
+
+
+@dataclass
+class ModelEntry:
+    fn: Callable[..., nn.Module]
+    max_image_size: int | None  # None: any input size; else the largest input side the net is defined for
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, max_image_size: int | None = None):
+    def deco(fn):
+        MODELS[name] = ModelEntry(fn, max_image_size)
+        return fn
+    return deco
+
+
+def create_model(name: str, in_channels: int, num_classes: int, image_size: int, **kwargs) -> nn.Module:
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; valid: {choices(MODELS)}")
+    entry = MODELS[name]
+    if entry.max_image_size is not None and image_size > entry.max_image_size:
+        raise UserError(f"model {name!r} is defined for inputs of at most {entry.max_image_size}x"
+                        f"{entry.max_image_size} pixels, the dataset's are {image_size}x{image_size}; "
+                        f"use a model for large inputs (resnet18)")
+    return entry.fn(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
+
+
+def activation(name: str) -> nn.Module:
+    """The nonlinearity between layers. BNN uses hardtanh: its sign STE then sees values in [-1, 1]."""
+    table = {"relu": nn.ReLU, "hardtanh": nn.Hardtanh, "identity": nn.Identity}
+    if name not in table:
+        raise UserError(f"unknown activation {name!r}; valid: {choices(table)}")
+    return table[name]()

@@ -1,0 +1,26 @@
+"""Quantizers: small pure functions, each with its straight-through estimator (STE) beside it.
+
+Nothing here knows about layers, models or training. Every function takes and returns tensors; the
+gradient a function passes back *is* part of the paper's method and is documented next to the forward rule.
+Quantizers are found by a short alias (``get_quantizer("ste_sign")``), as in Larq.
+"""
+from qbench.quant.binary import (
+    binaryconnect,
+    hard_sigmoid,
+    sign,
+    ste_sign,
+    stochastic_binarize,
+)
+from qbench.quant.ste import straight_through
+from qbench.quant.registry import QUANTIZERS, get_quantizer
+
+__all__ = [
+    "QUANTIZERS",
+    "binaryconnect",
+    "get_quantizer",
+    "hard_sigmoid",
+    "sign",
+    "ste_sign",
+    "stochastic_binarize",
+    "straight_through",
+]

@@ -1,0 +1,239 @@
+"""The one training loop. It knows models, data, optimizers and callbacks -- never which method is running.
+
+    model = create_model(...); method.apply(model)          # the layer policy quantizes the model
+    for epoch:
+        for x, y in train batches: loss(model(x), y).backward(); optimizer.step(); callbacks
+        evaluate; log; checkpoint (atomically, every epoch)
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import signal
+import subprocess
+import time
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import qbench
+from qbench.checkpoint import load_checkpoint, save_checkpoint, write_json
+from qbench.data import build_data
+from qbench.errors import UserError
+from qbench.losses import LOSSES
+from qbench.methods import build_method
+from qbench.models import create_model
+from qbench.optim import build_optimizer, build_scheduler
+from qbench.report import MetricsLog, layer_table, progress_bar
+
+log = logging.getLogger("qbench")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"trainer.device={name} but no CUDA device is available; use trainer.device=auto or cpu")
+    return dev
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(qbench.__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        sha = out.stdout.strip()
+        return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path, resume: bool = False):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = resolve_device(cfg.trainer.device)
+        self.epochs = int(cfg.trainer.epochs)
+        torch.manual_seed(cfg.seed)  # model init, dropout and stochastic quantizers draw from this stream
+
+        self.method = build_method(cfg.method)
+        self.data = build_data(cfg, self.device, int(cfg.seed))
+        model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+                        if k not in ("name", "summary")}
+        if self.method.activation:
+            model_kwargs["activation"] = self.method.activation
+        self.model = create_model(cfg.model.name, self.data.in_channels, self.data.num_classes,
+                                  self.data.image_size, **model_kwargs)
+        self.layers = self.method.apply(self.model)
+        self.model.to(self.device)
+        self.callbacks = self.method.callbacks
+
+        lr = float(cfg.optim.lr)
+        groups = [{"params": list(self.model.parameters())}]
+        for cb in self.callbacks:
+            groups = cb.param_groups(self.model, lr) or groups
+        self.optimizer = build_optimizer(cfg.optim, groups)
+        self.scheduler = build_scheduler(cfg.sched, self.optimizer)
+        self.loss_fn = LOSSES[cfg.trainer.loss]
+        amp = cfg.trainer.amp and self.device.type == "cuda"
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext())
+
+        self.start_epoch, self.history, self.wall_before = 0, [], 0.0
+        if resume:
+            self._restore(load_checkpoint(self.run_dir / "checkpoints" / "last.pt"))
+        self.metrics = MetricsLog(self.run_dir, self.history, purge_after=self.start_epoch if resume else None)
+
+    # --- state -----------------------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict:
+        rng = {"torch": torch.get_rng_state(), "data": self.data.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "callbacks": [cb.state_dict() for cb in self.callbacks],
+                "rng": rng, "history": self.history, "wall_seconds": self.wall_before + self._elapsed()}
+
+    def _restore(self, state: dict) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            for cb, s in zip(self.callbacks, state["callbacks"]):
+                cb.load_state_dict(s)
+            torch.set_rng_state(state["rng"]["torch"])
+            self.data.generator.set_state(state["rng"]["data"])
+            if "cuda" in state["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserError(f"checkpoint in {self.run_dir} does not match this run's config "
+                            f"({str(e).splitlines()[0]})") from None
+        self.start_epoch, self.history = int(state["epoch"]), list(state["history"])
+        self.wall_before = float(state["wall_seconds"])
+
+    def _elapsed(self) -> float:
+        return time.time() - self._t0
+
+    # --- loop ------------------------------------------------------------------------------------
+    def _hook(self, name: str, *args) -> dict:
+        scalars = {}
+        for cb in self.callbacks:
+            scalars.update(getattr(cb, name)(self, *args) or {})
+        return scalars
+
+    def train_epoch(self, bar) -> tuple[float, float]:
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for x, y in self.data.train:
+            with self.autocast:
+                out = self.model(x)
+            loss = self.loss_fn(out.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self._hook("on_after_optimizer_step")
+            # accumulated on the device and read once per epoch: no host-device sync inside the step
+            loss_sum += loss.detach() * len(y)
+            correct += (out.argmax(1) == y).sum()
+            seen += len(y)
+            bar.advance()
+        return loss_sum.item() / seen, correct.item() / seen
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for x, y in self.data.val:
+            with self.autocast:
+                out = self.model(x).float()
+            loss_sum += self.loss_fn(out, y) * len(y)
+            correct += (out.argmax(1) == y).sum()
+            seen += len(y)
+        return loss_sum.item() / seen, correct.item() / seen
+
+    def fit(self) -> dict:
+        self._t0, self._started = time.time(), _now()
+        summary = self._summary("running")
+        write_json(self.run_dir / "summary.json", summary)
+        layer_table(self.layers, log)
+        self._hook("on_train_start")
+        previous_handler = _sigterm_as_interrupt()
+        try:
+            with progress_bar(bool(self.cfg.trainer.progress)) as bar:
+                for epoch in range(self.start_epoch, self.epochs):
+                    t = time.time()
+                    self._hook("on_epoch_start", epoch)
+                    lr = self.optimizer.param_groups[-1]["lr"]
+                    bar.start_epoch(epoch + 1, self.epochs, len(self.data.train))
+                    train_loss, train_acc = self.train_epoch(bar)
+                    evaluate = (epoch + 1) % int(self.cfg.trainer.eval_every) == 0 or epoch + 1 == self.epochs
+                    val_loss, val_acc = self.evaluate() if evaluate else (None, None)
+                    self.scheduler.step()
+                    extra = self._hook("on_epoch_end", epoch)
+                    if not math.isfinite(train_loss):
+                        raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch + 1}")
+                    record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                              "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+                              "seconds": time.time() - t, **extra}
+                    self.history.append(record)
+                    save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._state(epoch + 1))
+                    self.metrics.write(record)
+                    log.info(_epoch_line(record, self.epochs))
+            summary = self._summary("completed")
+        except KeyboardInterrupt:
+            summary = self._summary("interrupted")
+            raise
+        except BaseException:
+            summary = self._summary("failed")
+            raise
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+            summary["finished_at"] = _now()
+            write_json(self.run_dir / "summary.json", summary)
+            self.metrics.close()
+        return summary
+
+    def _summary(self, status: str) -> dict:
+        accs = [r["val_acc"] for r in self.history if r["val_acc"] is not None]
+        c = self.cfg
+        return {
+            "status": status, "method": c.method.name, "model": c.model.name, "dataset": c.dataset.name,
+            "seed": int(c.seed), "epochs": self.epochs, "epochs_completed": len(self.history),
+            "final_val_acc": accs[-1] if accs else None, "best_val_acc": max(accs) if accs else None,
+            "wall_seconds": round(self.wall_before + self._elapsed(), 3), "device": _device_name(self.device),
+            "qbench_version": qbench.__version__, "qbench_commit": _git_commit(), "paper": c.method.get("paper"),
+            "started_at": self._started,
+            "run_dir": str(self.run_dir),
+        }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _epoch_line(r: dict, epochs: int) -> str:
+    val = f"val_loss {r['val_loss']:.4f} val_acc {100 * r['val_acc']:.2f}%" if r["val_acc"] is not None else "no eval"
+    return (f"epoch {r['epoch']}/{epochs}  train_loss {r['train_loss']:.4f} train_acc {100 * r['train_acc']:.2f}%  "
+            f"{val}  lr {r['lr']:.3g}  {r['seconds']:.1f}s")
+
+
+def _sigterm_as_interrupt():
+    """SLURM and `kill` send SIGTERM: end the run as 'interrupted' (last checkpoint kept) like Ctrl-C."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a launcher's worker thread)
+        return None
