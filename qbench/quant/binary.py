@@ -36,7 +36,8 @@ def ste_sign(x: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
     forward:  q = sign(x)
     backward: dq/dx = 1 if |x| <= clip else 0   (the gradient is cancelled where x saturates)
     """
-    return straight_through(sign(x), x.clamp(-clip, clip))
+    # the surrogate equals x and has gradient 1[|x| <= clip], boundary included (clamp's would be 0 there)
+    return straight_through(sign(x), torch.where(x.abs() <= clip, x, x.detach()))
 
 
 def binaryconnect(w: torch.Tensor, mode: str = "det", generator: torch.Generator | None = None) -> torch.Tensor:

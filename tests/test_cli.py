@@ -1,0 +1,146 @@
+"""`qbench` as a user runs it: real data subsets on CPU, multiruns, resume, and mistakes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from conftest import DATA, qbench, run_dir_of
+
+TINY_MNIST = ["model=mlp", "model.hidden=[64,64]", "dataset=mnist", "data.subset=2000", "data.val_subset=1000",
+              "trainer.batch_size=100"]
+
+
+def _summary(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def _metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_mnist_binaryconnect_end_to_end(tmp_path):
+    p = qbench("train", "method=binaryconnect", *TINY_MNIST, "trainer.epochs=2", "trainer.loss=squared_hinge",
+               cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    run = run_dir_of(p)
+    s = _summary(run)
+    assert s["status"] == "completed" and s["epochs_completed"] == 2 and s["method"] == "binaryconnect"
+    assert s["final_val_acc"] > 0.80  # 2000 real MNIST digits, 2 epochs: learning, not chance (0.10)
+    m = _metrics(run)
+    assert [r["epoch"] for r in m] == [1, 2]
+    assert set(m[0]) >= {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.pt").is_file()
+    assert any((run / "tb").iterdir())
+    assert "binaryconnect(mode=det)" in (run / "train.log").read_text()  # the layer table
+
+
+def test_train_cifar10_bnn_and_fp_on_real_subset(tmp_path):
+    common = ["model=vgg_small", "model.width=0.25", "dataset=cifar10", "data.subset=2000",
+              "data.val_subset=1000", "trainer.epochs=2", "trainer.batch_size=100"]
+    p = qbench("train", "-m", "method=fp,bnn", *common, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    runs = sorted((tmp_path / "runs" / "multirun").glob("*/*/*_*-vgg_small-cifar10-s0"))
+    assert [r.name.split("_", 1)[1].split("-")[0] for r in runs] == ["fp", "bnn"]
+    fp, bnn = (_summary(r) for r in runs)
+    assert fp["status"] == bnn["status"] == "completed"
+    assert fp["final_val_acc"] > 0.25  # real CIFAR-10 images, 2 epochs on 2000: above chance (0.10)
+    assert bnn["final_val_acc"] is not None and all(r["train_loss"] < 10 for r in _metrics(runs[1]))
+
+
+def test_multirun_methods_by_seeds(tmp_path):
+    p = qbench("train", "-m", "method=fp,bnn", "seed=0,1", *TINY_MNIST, "data.subset=300",
+               "trainer.epochs=1", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    runs = sorted(r for r in (tmp_path / "runs" / "multirun").glob("*/*/*") if r.is_dir())
+    names = sorted(r.name.split("_", 1)[1] for r in runs)
+    assert names == ["bnn-mlp-mnist-s0", "bnn-mlp-mnist-s1", "fp-mlp-mnist-s0", "fp-mlp-mnist-s1"]
+    assert all(_summary(r)["status"] == "completed" for r in runs)
+    seeds = {_summary(r)["seed"] for r in runs}
+    assert seeds == {0, 1}
+
+
+def _kill_after_epoch(args, cwd, epoch):
+    """Start a run, SIGKILL it once `epoch` epochs are in metrics.jsonl (mid-way through the next)."""
+    env = {**os.environ, "QBENCH_DATA": str(DATA)}
+    proc = subprocess.Popen([sys.executable, "-m", "qbench", "train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        found = list((cwd / "runs").glob("*/*/metrics.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= epoch:
+            time.sleep(0.3)  # into the next epoch
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return found[0].parent
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("run did not reach the epoch")
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
+    # stochastic binarization and dropout: resume must restore every random stream, not just the weights
+    args = ["method=binaryconnect", "method.mode=stoch", *TINY_MNIST, "data.subset=3000",
+            "model.dropout_hidden=0.2", "trainer.epochs=4", "seed=3"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    full = qbench("train", *args, cwd=tmp_path / "a")
+    assert full.returncode == 0, full.stderr
+    full_dir = run_dir_of(full)
+
+    killed = _kill_after_epoch(args, tmp_path / "b", epoch=2)
+    assert _summary(killed)["status"] == "running"  # killed: no completion claimed
+    epoch_in_ckpt = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+    assert epoch_in_ckpt in (2, 3)  # at most the epoch in progress is lost
+    resumed = qbench("train", f"resume={killed}", cwd=tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_dir_of(resumed) == killed and _summary(killed)["status"] == "completed"
+
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(_metrics(killed)) == strip(_metrics(full_dir))
+    a = torch.load(full_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    again = qbench("train", f"resume={killed}", cwd=tmp_path / "b")
+    assert again.returncode == 2 and "already completed" in again.stderr
+
+
+def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):
+    p = qbench("train", "method=fp", *TINY_MNIST, "data.subset=200", "trainer.epochs=1", cwd=tmp_path)
+    run = run_dir_of(p)
+    summary = _summary(run)
+    summary["status"] = "interrupted"
+    (run / "summary.json").write_text(json.dumps(summary))
+    ckpt = run / "checkpoints" / "last.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    r = qbench("train", f"resume={run}", cwd=tmp_path)
+    assert r.returncode == 2 and "cannot be read" in r.stderr and "Traceback" not in r.stderr
+    assert ckpt.read_bytes() == b"not a checkpoint"
+
+
+def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path):
+    cases = [
+        (["train", "method=xnor_magic"], "unknown method 'xnor_magic'; valid: binaryconnect, bnn, fp"),
+        (["train", "-m", "method=fp", "seed=0,1", "trainer.epochs=-1"], "trainer.epochs=-1 is invalid"),
+        (["train", "dataset=mnist", f"data.root={tmp_path / 'nowhere'}"], "not found under data root"),
+        (["train", "resume=/no/such/run"], "not a qbench run directory"),
+        (["train", "resume=/no/such/run", "seed=1"], "takes no other arguments"),
+        (["frobnicate"], "unknown command 'frobnicate'; valid: train, list"),
+    ]
+    for args, message in cases:
+        p = qbench(*args, cwd=tmp_path)
+        assert p.returncode == 2, (args, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, p.stderr)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_list_shows_methods_models_datasets(tmp_path):
+    p = qbench("list", cwd=tmp_path)
+    assert p.returncode == 0
+    for name in ("binaryconnect", "bnn", "fp", "vgg_small", "resnet56", "fashion_mnist", "imagenet"):
+        assert name in p.stdout

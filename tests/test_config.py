@@ -1,0 +1,89 @@
+"""Every method x model x dataset composes and validates (or is refused with a clear reason); every model
+builds and runs forward and backward."""
+import itertools
+
+import pytest
+import torch
+
+from qbench.config import check_overrides, compose, group_options, validate
+from qbench.errors import UserError
+from qbench.methods import build_method
+from qbench.models import MODELS, create_model
+
+METHODS, MODELS_, DATASETS = group_options("method"), group_options("model"), group_options("dataset")
+
+
+def test_every_group_option_is_registered():
+    assert set(MODELS_) == set(MODELS)
+    assert {"fp", "binaryconnect", "bnn"} <= set(METHODS)
+    assert set(DATASETS) == {"mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "imagenet"}
+
+
+@pytest.mark.parametrize("method,model,dataset", list(itertools.product(METHODS, MODELS_, DATASETS)))
+def test_composition(method, model, dataset):
+    cfg = compose([f"method={method}", f"model={model}", f"dataset={dataset}"])
+    assert (cfg.method.name, cfg.model.name, cfg.dataset.name) == (method, model, dataset)
+    small_only = MODELS[model].max_image_size is not None
+    if small_only and cfg.dataset.image_size > MODELS[model].max_image_size:
+        with pytest.raises(UserError, match="defined for small inputs"):
+            validate(cfg)
+    else:
+        validate(cfg)
+
+
+@pytest.mark.parametrize("model", MODELS_)
+@pytest.mark.parametrize("method", METHODS)
+def test_every_model_trains_a_step_with_every_method(model, method):
+    cfg = compose([f"method={method}", f"model={model}"])
+    m = build_method(cfg.method)
+    kwargs = {k: v for k, v in cfg.model.items() if k not in ("name", "summary")}
+    if m.activation:
+        kwargs["activation"] = m.activation
+    if "width" in kwargs and model.startswith("vgg"):
+        kwargs["width"] = 0.125
+    net = create_model(model, 3, 10, 32, **kwargs)
+    m.apply(net)
+    out = net(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 10)
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_resnet18_imagenet_stem():
+    net = create_model("resnet18", 3, 1000, 224)
+    assert net(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+    assert sum(p.numel() for p in net.parameters()) == 11_689_512  # torchvision's resnet18
+
+
+def test_cifar_resnet_parameter_counts():
+    # He et al. 2016, sec. 4.2: ResNet-20 0.27M, ResNet-56 0.85M parameters (option A shortcuts)
+    for name, expected in (("resnet20", 0.27e6), ("resnet56", 0.85e6)):
+        n = sum(p.numel() for p in create_model(name, 3, 10, 32).parameters())
+        assert abs(n - expected) / expected < 0.02, (name, n)
+
+
+def test_vgg_small_layout():
+    net = create_model("vgg_small", 3, 10, 32)
+    convs = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    fcs = [m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert convs == [128, 128, 256, 256, 512, 512] and fcs == [1024, 1024, 10]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["method=xnor_magic"], "unknown method 'xnor_magic'; valid: binaryconnect, bnn, fp"),
+    (["model=resnet19"], "unknown model 'resnet19'; valid: mlp, resnet18"),
+    (["method=fp,bnn,nope"], "unknown method 'nope'"),
+    (["trainer.epoch=3"], "unknown config key 'trainer.epoch'; keys under 'trainer': amp, batch_size"),
+    (["trainer.epochs=0"], "trainer.epochs=0 is invalid; allowed: an integer >= 1"),
+    (["trainer.epochs=abc"], "trainer.epochs='abc' is invalid"),
+    (["trainer.loss=mse"], "trainer.loss='mse' is invalid; valid: cross_entropy, squared_hinge"),
+    (["data.subset=-5"], "data.subset=-5 is invalid; allowed: an integer >= 1 or null"),
+    (["method=binaryconnect", "method.mode=sometimes"], "'det' or 'stoch', got 'sometimes'"),
+    (["optim.lr=0"], "optim.lr=0 is invalid"),
+    (["trainer.device=tpu"], "trainer.device='tpu' is invalid; valid: auto, cpu, cuda, cuda:N"),
+    (["model=vgg_small", "dataset=imagenet"], "defined for small inputs"),
+])
+def test_bad_overrides_are_one_line_errors(overrides, message, data_root):
+    with pytest.raises(UserError) as e:
+        check_overrides(overrides + ["dataset=mnist"] * ("dataset" not in " ".join(overrides)))
+    assert message in str(e.value) and "\n" not in str(e.value)

@@ -1,0 +1,179 @@
+"""Loaders on the real data in $QBENCH_DATA, and on small generated files in every other accepted layout."""
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from qbench.config import compose
+from qbench.data import build_data, load_split, locate
+from qbench.data.augment import random_crop, random_hflip
+from qbench.data.loader import TensorLoader, fixed_subset
+from qbench.errors import UserError
+
+
+# --- real data ------------------------------------------------------------------------------------
+
+def test_mnist_real_gzipped_idx(data_root):
+    x, y, _ = load_split("mnist", data_root, "train", 1)
+    assert x.shape == (60000, 1, 28, 28) and x.dtype == torch.uint8
+    assert y[:5].tolist() == [5, 0, 4, 1, 9]
+    assert torch.bincount(y)[:3].tolist() == [5923, 6742, 5958]
+    xt, yt, _ = load_split("mnist", data_root, "test", 1)
+    assert xt.shape == (10000, 1, 28, 28) and yt[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+def test_fashion_mnist_real(data_root):
+    _, y, _ = load_split("fashion_mnist", data_root, "train", 1)
+    assert y[:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
+
+
+def test_cifar10_real_image_folder_is_pixel_exact(data_root):
+    x, y, classes = load_split("cifar10", data_root, "train", 3)
+    assert x.shape == (50000, 3, 32, 32) and classes[0] == "airplane" and classes[-1] == "truck"
+    assert torch.bincount(y).tolist() == [5000] * 10
+    mean = x.double().div(255).mean(dim=(0, 2, 3))
+    assert torch.allclose(mean, torch.tensor([0.49139968, 0.48215841, 0.44653091], dtype=torch.float64), atol=1e-7)
+    xt, yt, _ = load_split("cifar10", data_root, "test", 3)
+    assert xt.shape == (10000, 3, 32, 32) and torch.bincount(yt).tolist() == [1000] * 10
+
+
+# --- generated files in each layout ---------------------------------------------------------------
+
+def _write_idx(path, arr, gz):
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def test_mnist_uncompressed_idx(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 12), ("t10k", 6)):
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), gz=False)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, gz=False)
+    x, y, _ = load_split("mnist", tmp_path, "train", 1)
+    assert x.shape == (12, 1, 28, 28) and y.tolist() == list(np.arange(12) % 10)
+    assert (tmp_path / ".qbench-cache" / "mnist-train.pt").is_file()  # cached next to writable data
+
+
+def _pickle(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def test_cifar10_and_cifar100_torchvision_pickles(tmp_path):
+    rng = np.random.default_rng(0)
+    d = tmp_path / "cifar-10-batches-py"
+    for i in range(1, 6):
+        _pickle(d / f"data_batch_{i}", {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+                                         "labels": [i % 10, 1, 2, 3]})
+    _pickle(d / "test_batch", {"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), "labels": [0, 1, 2]})
+    _pickle(d / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
+    x, y, classes = load_split("cifar10", tmp_path, "train", 3)
+    assert x.shape == (20, 3, 32, 32) and y[:4].tolist() == [1, 1, 2, 3] and classes[3] == "c3"
+    raw = pickle.load(open(d / "data_batch_1", "rb"))["data"]
+    assert torch.equal(x[0], torch.from_numpy(raw[0].reshape(3, 32, 32)))  # CHW planes as stored
+    c = tmp_path / "cifar-100-python"
+    _pickle(c / "train", {"data": rng.integers(0, 256, (5, 3072), dtype=np.uint8), "fine_labels": [99, 0, 5, 7, 1]})
+    _pickle(c / "test", {"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), "fine_labels": [3, 4]})
+    x, y, classes = load_split("cifar100", tmp_path, "train", 3)
+    assert x.shape == (5, 3, 32, 32) and y.tolist() == [99, 0, 5, 7, 1] and len(classes) == 100
+
+
+def test_svhn_mat_files(tmp_path):
+    from scipy.io import savemat
+    rng = np.random.default_rng(0)
+    (tmp_path / "svhn").mkdir()
+    X = rng.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8)  # SVHN stores H x W x C x N
+    savemat(tmp_path / "svhn" / "train_32x32.mat", {"X": X, "y": np.array([[10], [1], [9], [10]])})
+    savemat(tmp_path / "svhn" / "test_32x32.mat", {"X": X[..., :2], "y": np.array([[3], [10]])})
+    x, y, _ = load_split("svhn", tmp_path, "train", 3)
+    assert x.shape == (4, 3, 32, 32) and y.tolist() == [0, 1, 9, 0]  # label 10 means digit 0
+    assert torch.equal(x[2], torch.from_numpy(X[..., 2].transpose(2, 0, 1)))
+
+
+def _image_folder(root, split, classes, n, size, mode, suffix):
+    rng = np.random.default_rng(len(split))
+    for c in classes:
+        (root / split / c).mkdir(parents=True)
+        for i in range(n):
+            shape = (size, size) if mode == "L" else (size, size, 3)
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / split / c / f"{i}{suffix}")
+
+
+def test_image_folder_layout_grayscale(tmp_path):
+    _image_folder(tmp_path / "mnist", "train", ["0", "1", "2"], 3, 28, "L", ".png")
+    x, y, classes = load_split("mnist", tmp_path, "train", 1)
+    assert x.shape == (9, 1, 28, 28) and y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and classes == ["0", "1", "2"]
+    img = np.asarray(Image.open(tmp_path / "mnist" / "train" / "1" / "0.png"))
+    assert torch.equal(x[3, 0], torch.from_numpy(img.copy()))
+
+
+def test_imagenet_folder_streams_through_dataloader(tmp_path):
+    for split in ("train", "val"):
+        _image_folder(tmp_path / "imagenet", split, ["n01440764", "n01443537"], 3, 48, "RGB", ".JPEG")
+    cfg = compose(["dataset=imagenet", "model=resnet18", f"data.root={tmp_path}", "data.workers=0",
+                   "dataset.image_size=32", "trainer.batch_size=4"])
+    data = build_data(cfg, torch.device("cpu"), seed=0)
+    x, y = next(iter(data.train))
+    assert x.shape == (4, 3, 32, 32) and y.dtype == torch.long
+    assert sum(len(b[1]) for b in data.val) == 6
+
+
+def test_missing_data_names_root_and_both_layouts(tmp_path):
+    with pytest.raises(UserError) as e:
+        locate("cifar10", tmp_path, "train")
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "cifar-10-batches-py" in msg and "cifar10/{train,test}/<class>" in msg
+    with pytest.raises(UserError, match="valid: cifar10, cifar100, fashion_mnist, imagenet, mnist, svhn"):
+        locate("cifar11", tmp_path, "train")
+
+
+# --- batching and augmentation --------------------------------------------------------------------
+
+def test_random_crop_is_a_window_of_the_zero_padded_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 8, 8)
+    out = random_crop(x, 2, g)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(16):
+        windows = [padded[i, :, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+    assert not torch.equal(out, x)  # 16 images all at offset (2, 2) would be a 1-in-25^16 event
+
+
+def test_random_hflip_flips_about_half():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(400, 1, 4, 4)
+    out = random_hflip(x, g)
+    flipped = torch.tensor([torch.equal(o, xi.flip(2)) for o, xi in zip(out, x)])
+    kept = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])
+    assert bool((flipped | kept).all()) and 150 < int(flipped.sum()) < 250
+
+
+def test_fixed_subset_is_seed_independent_and_covers_classes(data_root):
+    _, y, _ = load_split("mnist", data_root, "train", 1)
+    idx = fixed_subset(len(y), 500)
+    assert torch.equal(idx, fixed_subset(len(y), 500))
+    assert torch.bincount(y[idx], minlength=10).min() > 25
+    assert fixed_subset(len(y), None) is None and fixed_subset(10, 20) is None
+
+
+def test_tensor_loader_batches_normalises_and_drops_partial_training_batch():
+    images = torch.full((10, 1, 2, 2), 255, dtype=torch.uint8)
+    loader = TensorLoader(images, torch.arange(10), 4, [0.5], [0.25], train=True,
+                          generator=torch.Generator().manual_seed(0))
+    batches = list(loader)
+    assert len(loader) == 2 and [len(b[1]) for b in batches] == [4, 4]
+    assert torch.all(batches[0][0] == 2.0)  # (1 - 0.5) / 0.25
+    val = TensorLoader(images, torch.arange(10), 4, [0.5], [0.25], train=False)
+    assert [len(b[1]) for b in val] == [4, 4, 2]

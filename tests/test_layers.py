@@ -1,0 +1,81 @@
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qbench.methods import ClipWeights, GlorotLRScale, apply_layer_policy
+from qbench.models import create_model
+from qbench.nn import QConv2d, QLinear
+from qbench.quant import sign, ste_sign
+
+
+def test_no_quantizers_is_exactly_the_float_layer():
+    torch.manual_seed(0)
+    conv, lin = nn.Conv2d(3, 8, 3, padding=1, bias=True), nn.Linear(20, 5)
+    x, v = torch.randn(2, 3, 8, 8), torch.randn(4, 20)
+    qc, ql = QConv2d.from_float(conv), QLinear.from_float(lin)
+    assert torch.equal(qc(x), conv(x)) and torch.equal(ql(v), lin(v))
+    assert qc.weight is conv.weight  # parameters are shared, not copied
+    built = QConv2d(3, 8, 3, padding=1)
+    built.load_state_dict(conv.state_dict())
+    assert torch.equal(built(x), conv(x))
+
+
+def test_quantized_conv_is_conv_of_quantized_tensors_and_grads_reach_real_weight():
+    torch.manual_seed(0)
+    q = QConv2d(2, 4, 3, padding=1, bias=False, weight_quantizer=ste_sign, input_quantizer=ste_sign)
+    x = torch.randn(3, 2, 5, 5)
+    assert torch.equal(q(x), F.conv2d(sign(x), sign(q.weight.detach()), padding=1))
+    q(x).sum().backward()
+    assert q.weight.grad is not None and q.weight.grad.abs().sum() > 0
+
+
+def test_layer_policy_first_input_never_quantized_and_keep_flags():
+    model = create_model("mlp", 1, 10, 28, hidden=[16, 16])
+    rows = apply_layer_policy(model, ste_sign, ste_sign, keep_first_fp=False, keep_last_fp=False)
+    assert [(r.weight, r.input) for r in rows] == [("ste_sign", "fp"), ("ste_sign", "ste_sign"),
+                                                    ("ste_sign", "ste_sign")]
+    model = create_model("mlp", 1, 10, 28, hidden=[16, 16])
+    rows = apply_layer_policy(model, ste_sign, ste_sign, keep_first_fp=True, keep_last_fp=True)
+    assert [(r.weight, r.input) for r in rows] == [("fp", "fp"), ("ste_sign", "ste_sign"), ("fp", "fp")]
+
+
+def test_layer_policy_respects_model_marked_fp_layers():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3))
+    model[1].qbench_keep_fp = True
+    rows = apply_layer_policy(model, ste_sign, ste_sign, False, False)
+    assert [r.weight for r in rows] == ["ste_sign", "fp", "ste_sign"]
+
+
+def test_clip_weights_touches_only_quantized_weights():
+    model = create_model("mlp", 1, 10, 28, hidden=[8])
+    apply_layer_policy(model, ste_sign, None, keep_first_fp=False, keep_last_fp=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(3.0)
+
+    class T:
+        pass
+    t = T()
+    t.model = model
+    ClipWeights(1.0).on_after_optimizer_step(t)
+    assert model[1].weight.max() == 1.0  # first layer: binarized -> clipped
+    assert model[4].weight.max() == 3.0  # last layer kept FP -> untouched
+    assert model[2].weight.max() == 3.0  # batch norm -> untouched
+
+
+def test_glorot_lr_scale_matches_bc_code():
+    model = create_model("mlp", 1, 10, 28, hidden=[1024])
+    apply_layer_policy(model, ste_sign, None, False, False)
+    groups = GlorotLRScale().param_groups(model, lr=0.001)
+    # first layer 784 -> 1024: H = sqrt(1.5 / (784 + 1024)), lr * 1 / H
+    assert abs(groups[0]["lr"] - 0.001 / (1.5 / 1808) ** 0.5) < 1e-9
+    assert groups[-1]["lr"] == 0.001
+    n = sum(len(g["params"]) for g in groups)
+    assert n == len(list(model.parameters()))
+
+
+def test_squared_hinge_by_hand():
+    from qbench.losses import squared_hinge
+    logits = torch.tensor([[0.5, -2.0, 1.5]])
+    # t = [+1, -1, -1]: max(0, 1 - t*y)^2 = [0.25, 0, 6.25] -> mean 6.5 / 3
+    assert abs(squared_hinge(logits, torch.tensor([0])).item() - 6.5 / 3) < 1e-6

@@ -1,0 +1,75 @@
+"""Each quantizer against its paper's equation on small tensors worked by hand, forward and backward."""
+import pytest
+import torch
+
+from qbench import quant
+from qbench.quant import binaryconnect, get_quantizer, hard_sigmoid, sign, ste_sign, stochastic_binarize
+
+X = torch.tensor([-1.5, -1.0, -0.3, 0.0, 0.4, 1.0, 2.0])
+G = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])  # upstream gradient, distinct per element
+
+
+def grad_of(fn, x=X, g=G):
+    x = x.clone().requires_grad_(True)
+    fn(x).backward(g)
+    return x.grad
+
+
+def test_sign_is_bnn_eq1_and_never_zero():
+    assert torch.equal(sign(X), torch.tensor([-1.0, -1, -1, 1, 1, 1, 1]))
+    assert torch.equal(sign(torch.tensor([0.0, -0.0])), torch.tensor([1.0, 1.0]))  # -0.0 >= 0 too
+
+
+def test_hard_sigmoid_bc_eq3():
+    x = torch.tensor([-2.0, -1.0, 0.0, 0.5, 1.0, 3.0])
+    assert torch.equal(hard_sigmoid(x), torch.tensor([0.0, 0.0, 0.5, 0.75, 1.0, 1.0]))
+
+
+def test_ste_sign_forward_and_saturated_gradient():
+    assert torch.equal(ste_sign(X), torch.tensor([-1.0, -1, -1, 1, 1, 1, 1]))
+    # BNN eq. 4: g_r = g_q * 1[|r| <= 1]; |x| = 1 is inside the clip
+    assert torch.equal(grad_of(ste_sign), torch.tensor([0.0, 2, 3, 4, 5, 6, 0]))
+    assert torch.equal(grad_of(lambda x: ste_sign(x, clip=0.5)), torch.tensor([0.0, 0, 3, 4, 5, 0, 0]))
+
+
+def test_ste_forward_is_bit_exact():
+    x = torch.randn(10000) * 0.7
+    y = ste_sign(x.requires_grad_(True))
+    assert set(y.detach().unique().tolist()) == {-1.0, 1.0}
+
+
+def test_binaryconnect_det_identity_gradient():
+    assert torch.equal(binaryconnect(X, "det"), sign(X))
+    assert torch.equal(grad_of(lambda x: binaryconnect(x, "det")), G)  # BC Algorithm 1: dC/dw = dC/dw_b
+
+
+def test_binaryconnect_stoch_values_gradient_and_probability():
+    gen = torch.Generator().manual_seed(0)
+    wb = binaryconnect(X, "stoch", generator=gen)
+    assert set(wb.tolist()) <= {-1.0, 1.0}
+    assert torch.equal(grad_of(lambda x: binaryconnect(x, "stoch")), G)
+    # p(+1) = hard_sigmoid(w): 0 at w <= -1, 1 at w >= 1, 0.75 at w = 0.5
+    w = torch.tensor([-1.0, -3.0, 1.0, 2.0, 0.5]).repeat(20000, 1)
+    frac = (stochastic_binarize(w, torch.Generator().manual_seed(1)) > 0).float().mean(0)
+    assert frac[0] == 0 and frac[1] == 0 and frac[2] == 1 and frac[3] == 1
+    assert abs(frac[4].item() - 0.75) < 0.01
+
+
+def test_stochastic_binarize_reproducible_with_generator():
+    w = torch.randn(1000)
+    a = stochastic_binarize(w, torch.Generator().manual_seed(5))
+    b = stochastic_binarize(w, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_binaryconnect_bad_mode():
+    with pytest.raises(ValueError, match="'det' or 'stoch'"):
+        binaryconnect(X, "sometimes")
+
+
+def test_aliases():
+    assert get_quantizer(None) is None
+    assert get_quantizer("ste_sign") is quant.ste_sign
+    assert torch.equal(grad_of(get_quantizer("ste_sign", clip=0.5)), torch.tensor([0.0, 0, 3, 4, 5, 0, 0]))
+    with pytest.raises(ValueError, match="valid: binaryconnect, sign, ste_sign, stochastic_binarize"):
+        get_quantizer("xnor_magic")
