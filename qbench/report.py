@@ -51,10 +51,11 @@ class MetricsLog:
 def layer_table(rows, log: logging.Logger) -> None:
     """Which layers the method quantized, and how (the layer policy's decisions, shown at start)."""
     table = Table(title="layer policy", title_justify="left")
-    for col in ("layer", "type", "weight shape", "params", "weight quantizer", "input quantizer"):
+    for col in ("layer", "type", "weight shape", "params", "weight quantizer", "input quantizer",
+                "output quantizer"):
         table.add_column(col, justify="right" if col == "params" else "left")
     for r in rows:
-        table.add_row(r.name, r.kind, "x".join(map(str, r.shape)), f"{r.params:,}", r.weight, r.input)
+        table.add_row(r.name, r.kind, "x".join(map(str, r.shape)), f"{r.params:,}", r.weight, r.input, r.output)
     quantized = sum(r.params for r in rows if r.weight != "fp")
     total = sum(r.params for r in rows)
     buf = io.StringIO()

@@ -124,7 +124,7 @@ def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):
 
 def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path):
     cases = [
-        (["train", "method=xnor_magic"], "unknown method 'xnor_magic'; valid: binaryconnect, bnn, fp"),
+        (["train", "method=xnor_magic"], "unknown method 'xnor_magic'; valid: binaryconnect, bnn, bwn, dorefa, fp"),
         (["train", "-m", "method=fp", "seed=0,1", "trainer.epochs=-1"], "trainer.epochs=-1 is invalid"),
         (["train", "dataset=mnist", f"data.root={tmp_path / 'nowhere'}"], "not found under data root"),
         (["train", "resume=/no/such/run"], "not a qbench run directory"),
@@ -144,3 +144,19 @@ def test_list_shows_methods_models_datasets(tmp_path):
     assert p.returncode == 0
     for name in ("binaryconnect", "bnn", "fp", "vgg_small", "resnet56", "fashion_mnist", "imagenet"):
         assert name in p.stdout
+
+
+def test_scaled_and_multibit_methods_train_on_real_mnist(tmp_path):
+    runs = {}
+    for args in (["-m", "method=bwn,twn"], ["method=dorefa", "method.w_bits=1", "method.a_bits=2",
+                                             "method.g_bits=6"]):
+        p = qbench("train", *args, *TINY_MNIST, "trainer.epochs=2", cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+    for s in (tmp_path / "runs").rglob("summary.json"):
+        summary = json.loads(s.read_text())
+        runs[summary["method"]] = summary
+    assert set(runs) == {"bwn", "twn", "dorefa"}
+    for name, s in runs.items():
+        assert s["status"] == "completed" and s["final_val_acc"] > 0.75, (name, s["final_val_acc"])
+    log = next((tmp_path / "runs").rglob("*dorefa*/train.log")).read_text()
+    assert "dorefa_weight(k=1)" in log and "dorefa_activation(k=2)" in log and "dorefa_gradient_ste(k=6)" in log

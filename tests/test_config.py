@@ -70,7 +70,7 @@ def test_vgg_small_layout():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["method=xnor_magic"], "unknown method 'xnor_magic'; valid: binaryconnect, bnn, fp"),
+    (["method=xnor_magic"], "unknown method 'xnor_magic'; valid: binaryconnect, bnn, bwn, dorefa, fp"),
     (["model=resnet19"], "unknown model 'resnet19'; valid: mlp, resnet18"),
     (["method=fp,bnn,nope"], "unknown method 'nope'"),
     (["trainer.epoch=3"], "unknown config key 'trainer.epoch'; keys under 'trainer': amp, batch_size"),
@@ -81,6 +81,11 @@ def test_vgg_small_layout():
     (["method=binaryconnect", "method.mode=sometimes"], "'det' or 'stoch', got 'sometimes'"),
     (["optim.lr=0"], "optim.lr=0 is invalid"),
     (["trainer.device=tpu"], "trainer.device='tpu' is invalid; valid: auto, cpu, cuda, cuda:N"),
+    (["method=dorefa", "method.w_bits=0"], "bit width must be an integer from 1 to 32, got 0"),
+    (["method=dorefa", "method.a_bits=33"], "bit width must be an integer from 1 to 32, got 33"),
+    (["method=dorefa", "method.g_bits=2.5"], "bit width must be an integer from 1 to 32, got 2.5"),
+    (["method=twn", "method.threshold_factor=-0.7"], "threshold_factor must be > 0, got -0.7"),
+    (["method=twn", "method.granularity=row"], "granularity must be 'layer' or 'channel', got 'row'"),
     (["model=vgg_small", "dataset=imagenet"], "defined for small inputs"),
 ])
 def test_bad_overrides_are_one_line_errors(overrides, message, data_root):

@@ -79,3 +79,18 @@ def test_squared_hinge_by_hand():
     logits = torch.tensor([[0.5, -2.0, 1.5]])
     # t = [+1, -1, -1]: max(0, 1 - t*y)^2 = [0.25, 0, 6.25] -> mean 6.5 / 3
     assert abs(squared_hinge(logits, torch.tensor([0])).item() - 6.5 / 3) < 1e-6
+
+
+def test_output_quantizer_quantizes_the_gradient_of_the_layer_output():
+    from qbench.quant import dorefa_gradient_ste
+    torch.manual_seed(0)
+    lin = QLinear(3, 2, bias=False, output_quantizer=lambda y: dorefa_gradient_ste(y, 1))
+    x = torch.randn(4, 3, requires_grad=True)
+    y = lin(x)
+    assert torch.equal(y, x @ lin.weight.T)  # identity forward
+    g = torch.tensor([[0.2, -0.5]] * 4)
+    y.backward(g)
+    # 1-bit gradient grid per example: {-max|g|, +max|g|} = {-0.5, 0.5}; -0.5 is an extreme, exact
+    gq = x.grad @ torch.linalg.pinv(lin.weight.detach())  # x.grad = gq @ W
+    assert torch.allclose(gq[:, 1], torch.full((4,), -0.5), atol=1e-5)
+    assert all(abs(abs(v) - 0.5) < 1e-5 for v in gq[:, 0].tolist())

@@ -19,6 +19,7 @@ class Method:
     name: str
     weight_quantizer: object = None
     input_quantizer: object = None
+    output_quantizer: object = None  # identity forward, quantized gradient backward (DoReFa)
     keep_first_fp: bool = False
     keep_last_fp: bool = False
     activation: str | None = None  # replaces the model's activation when set (BNN: hardtanh)
@@ -27,7 +28,7 @@ class Method:
     def apply(self, model: torch.nn.Module) -> list[LayerRow]:
         """Quantize the model in place according to the layer policy; returns the per-layer report."""
         return apply_layer_policy(model, self.weight_quantizer, self.input_quantizer,
-                                  self.keep_first_fp, self.keep_last_fp)
+                                  self.keep_first_fp, self.keep_last_fp, self.output_quantizer)
 
 
 def _quantizer(spec, where: str):
@@ -57,6 +58,7 @@ def build_method(cfg: DictConfig) -> Method:
         name=cfg.name,
         weight_quantizer=_quantizer(cfg.get("weight_quantizer"), "method.weight_quantizer"),
         input_quantizer=_quantizer(cfg.get("input_quantizer"), "method.input_quantizer"),
+        output_quantizer=_quantizer(cfg.get("output_quantizer"), "method.output_quantizer"),
         keep_first_fp=bool(cfg.get("keep_first_fp", False)),
         keep_last_fp=bool(cfg.get("keep_last_fp", False)),
         activation=cfg.get("activation"),

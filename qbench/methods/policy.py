@@ -25,6 +25,7 @@ class LayerRow:
     params: int
     weight: str
     input: str
+    output: str = "fp"
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -34,7 +35,7 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def apply_layer_policy(model: nn.Module, weight_quantizer, input_quantizer,
-                       keep_first_fp: bool, keep_last_fp: bool) -> list[LayerRow]:
+                       keep_first_fp: bool, keep_last_fp: bool, output_quantizer=None) -> list[LayerRow]:
     layers = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
     rows = []
     for i, (name, layer) in enumerate(layers):
@@ -42,8 +43,9 @@ def apply_layer_policy(model: nn.Module, weight_quantizer, input_quantizer,
         fp = getattr(layer, "qbench_keep_fp", False) or (first and keep_first_fp) or (last and keep_last_fp)
         wq = None if fp else weight_quantizer
         iq = None if (fp or first) else input_quantizer
+        oq = None if fp else output_quantizer
         qcls = QConv2d if isinstance(layer, nn.Conv2d) else QLinear
-        _set_submodule(model, name, qcls.from_float(layer, wq, iq))
+        _set_submodule(model, name, qcls.from_float(layer, wq, iq, oq))
         rows.append(LayerRow(name, qcls.__name__, tuple(layer.weight.shape), layer.weight.numel(),
-                             describe_quantizer(wq), describe_quantizer(iq)))
+                             describe_quantizer(wq), describe_quantizer(iq), describe_quantizer(oq)))
     return rows

@@ -1,7 +1,8 @@
 """QConv2d and QLinear: nn.Conv2d / nn.Linear that quantize their weight and their input.
 
 A quantizer is any function tensor -> tensor (``qbench.quant``), applied in the forward pass:
-``y = conv(input_quantizer(x), weight_quantizer(W))``. The real-valued ``weight`` stays the parameter the
+``y = output_quantizer(conv(input_quantizer(x), weight_quantizer(W)))``. An output quantizer is typically
+identity in the forward pass and quantizes the gradient flowing back (DoReFa's gradients, WAGE's errors). The real-valued ``weight`` stays the parameter the
 optimizer updates (BinaryConnect Algorithm 1). With both quantizers None the layer computes exactly what the
 full-precision layer computes.
 """
@@ -30,6 +31,7 @@ def describe_quantizer(q: Quantizer | None) -> str:
 class _QuantizedMixin:
     weight_quantizer: Quantizer | None
     input_quantizer: Quantizer | None
+    output_quantizer: Quantizer | None = None
 
     def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.input_quantizer is not None:
@@ -42,12 +44,17 @@ class _QuantizedMixin:
         with torch.no_grad():
             return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
 
+    def _output(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.output_quantizer is None else self.output_quantizer(y)
+
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", weight_quantizer={describe_quantizer(self.weight_quantizer)}"
-                f", input_quantizer={describe_quantizer(self.input_quantizer)}")
+                f", input_quantizer={describe_quantizer(self.input_quantizer)}"
+                f", output_quantizer={describe_quantizer(self.output_quantizer)}")
 
     @classmethod
-    def from_float(cls, layer, weight_quantizer: Quantizer | None = None, input_quantizer: Quantizer | None = None):
+    def from_float(cls, layer, weight_quantizer: Quantizer | None = None, input_quantizer: Quantizer | None = None,
+                   output_quantizer: Quantizer | None = None):
         """Wrap an existing float layer, sharing its parameters (no copy)."""
         q = cls.__new__(cls)
         q.__dict__.update(layer.__dict__)  # same Parameters, buffers, hooks and hyper-parameters
@@ -56,33 +63,34 @@ class _QuantizedMixin:
         q._modules = layer._modules
         q.weight_quantizer = weight_quantizer
         q.input_quantizer = input_quantizer
+        q.output_quantizer = output_quantizer
         return q
 
 
 class QConv2d(_QuantizedMixin, nn.Conv2d):
-    def __init__(self, *args, weight_quantizer: Quantizer | None = None,
-                 input_quantizer: Quantizer | None = None, **kwargs):
+    def __init__(self, *args, weight_quantizer: Quantizer | None = None, input_quantizer: Quantizer | None = None,
+                 output_quantizer: Quantizer | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.weight_quantizer = weight_quantizer
-        self.input_quantizer = input_quantizer
+        self.weight_quantizer, self.input_quantizer = weight_quantizer, input_quantizer
+        self.output_quantizer = output_quantizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, w = self._quantize(x)
-        return self._conv_forward(x, w, self.bias)
+        return self._output(self._conv_forward(x, w, self.bias))
 
 
 class QLinear(_QuantizedMixin, nn.Linear):
-    def __init__(self, *args, weight_quantizer: Quantizer | None = None,
-                 input_quantizer: Quantizer | None = None, **kwargs):
+    def __init__(self, *args, weight_quantizer: Quantizer | None = None, input_quantizer: Quantizer | None = None,
+                 output_quantizer: Quantizer | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.weight_quantizer = weight_quantizer
-        self.input_quantizer = input_quantizer
+        self.weight_quantizer, self.input_quantizer = weight_quantizer, input_quantizer
+        self.output_quantizer = output_quantizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, w = self._quantize(x)
-        return F.linear(x, w, self.bias)
+        return self._output(F.linear(x, w, self.bias))
 
 
 def is_quantized(module: nn.Module) -> bool:
-    return isinstance(module, _QuantizedMixin) and (
-        module.weight_quantizer is not None or module.input_quantizer is not None)
+    return isinstance(module, _QuantizedMixin) and any(
+        q is not None for q in (module.weight_quantizer, module.input_quantizer, module.output_quantizer))

@@ -4,23 +4,21 @@ Nothing here knows about layers, models or training. Every function takes and re
 gradient a function passes back *is* part of the paper's method and is documented next to the forward rule.
 Quantizers are found by a short alias (``get_quantizer("ste_sign")``), as in Larq.
 """
-from qbench.quant.binary import (
-    binaryconnect,
-    hard_sigmoid,
-    sign,
-    ste_sign,
-    stochastic_binarize,
+from qbench.quant.binary import binaryconnect, hard_sigmoid, sign, ste_sign, stochastic_binarize
+from qbench.quant.dorefa import (
+    dorefa_activation,
+    dorefa_gradient,
+    dorefa_gradient_ste,
+    dorefa_weight,
+    quantize_k,
 )
+from qbench.quant.scaled import binarize_scaled, ternarize, twn
 from qbench.quant.ste import straight_through
+from qbench.quant.uniform import fake_quant_affine
 from qbench.quant.registry import QUANTIZERS, get_quantizer
 
 __all__ = [
-    "QUANTIZERS",
-    "binaryconnect",
-    "get_quantizer",
-    "hard_sigmoid",
-    "sign",
-    "ste_sign",
-    "stochastic_binarize",
-    "straight_through",
+    "QUANTIZERS", "binarize_scaled", "binaryconnect", "dorefa_activation", "dorefa_gradient",
+    "dorefa_gradient_ste", "dorefa_weight", "fake_quant_affine", "get_quantizer", "hard_sigmoid",
+    "quantize_k", "sign", "ste_sign", "stochastic_binarize", "straight_through", "ternarize", "twn",
 ]

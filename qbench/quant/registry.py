@@ -4,13 +4,17 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from qbench.quant import binary
+from qbench.quant import binary, dorefa, scaled
 
 QUANTIZERS: dict[str, Callable] = {
     "sign": binary.sign,
     "ste_sign": binary.ste_sign,
     "stochastic_binarize": binary.stochastic_binarize,
     "binaryconnect": binary.binaryconnect,
+    "binarize_scaled": scaled.binarize_scaled,
+    "twn": scaled.twn,
+    "dorefa_weight": dorefa.dorefa_weight,
+    "dorefa_activation": dorefa.dorefa_activation,
 }
 
 

@@ -1,0 +1,60 @@
+"""Scaled binary and ternary weights: BWN / XNOR-Net (Rastegari et al. 2016) and TWN (Li & Liu 2016)."""
+from __future__ import annotations
+
+import torch
+
+from qbench.quant.binary import sign
+from qbench.quant.ste import straight_through
+
+
+def _per_filter_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over every axis but the first (output filter), kept broadcastable."""
+    return x.mean(dim=tuple(range(1, x.dim())), keepdim=True) if x.dim() > 1 else x.mean()
+
+
+def binarize_scaled(w: torch.Tensor) -> torch.Tensor:
+    """XNOR-Net eq. 6 (BWN): W ~ alpha * sign(W), alpha = ||W||_l1 / n per output filter (n = filter size).
+
+    backward, eq. 7: dC/dW_i = dC/dW~_i * (1/n + alpha * 1[|W_i| <= 1])
+    (the 1/n term is alpha's own derivative; the second is sign's saturated STE, as in BNN).
+    """
+    n = w[0].numel() if w.dim() > 1 else w.numel()
+    alpha = _per_filter_mean(w.abs()).detach()
+    surrogate = w / n + alpha * torch.where(w.abs() <= 1, w, w.detach())
+    return straight_through(alpha * sign(w), surrogate)
+
+
+def ternarize(w: torch.Tensor, threshold_factor: float = 0.7, per_channel: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """TWN: the ternary code t in {-1, 0, +1} and scale alpha with W ~ alpha * t.
+
+    Delta = threshold_factor * E|W|  (0.7 in the 2016 paper and code; 0.75 in the 2022 revision)
+    t_i = sign(W_i) if |W_i| > Delta else 0
+    alpha = mean of |W_i| over {i : |W_i| > Delta}
+    E and the mean are over the whole layer, or over each output filter with ``per_channel=True``.
+    Returns (t, alpha); alpha is a scalar tensor or broadcastable per filter. No gradient (see ``twn``).
+    """
+    if threshold_factor <= 0:
+        raise ValueError(f"threshold_factor must be > 0, got {threshold_factor}")
+    w = w.detach()
+    a = w.abs()
+    if per_channel and w.dim() > 1:
+        dims = tuple(range(1, w.dim()))
+        delta = threshold_factor * a.mean(dim=dims, keepdim=True)
+        mask = (a > delta).to(w.dtype)
+        alpha = (a * mask).sum(dim=dims, keepdim=True) / mask.sum(dim=dims, keepdim=True).clamp_min(1)
+    else:
+        delta = threshold_factor * a.mean()
+        mask = (a > delta).to(w.dtype)
+        alpha = (a * mask).sum() / mask.sum().clamp_min(1)
+    return torch.sign(w) * mask, alpha
+
+
+def twn(w: torch.Tensor, threshold_factor: float = 0.7, granularity: str = "layer") -> torch.Tensor:
+    """TWN weight quantizer: forward alpha * t (``ternarize``, one Delta and alpha per layer or per output
+    filter); backward identity (the ternary weights are used in forward and backward, the float weights
+    receive the gradient -- TWN Algorithm 1)."""
+    if granularity not in ("layer", "channel"):
+        raise ValueError(f"granularity must be 'layer' or 'channel', got {granularity!r}")
+    t, alpha = ternarize(w, threshold_factor, per_channel=granularity == "channel")
+    return straight_through(alpha * t, w)

@@ -1,0 +1,144 @@
+"""XNOR-Net/BWN, TWN, DoReFa and uniform affine quantizers against their equations, worked by hand."""
+import math
+
+import pytest
+import torch
+
+from qbench.quant import (binarize_scaled, dorefa_activation, dorefa_gradient, dorefa_gradient_ste,
+                          dorefa_weight, fake_quant_affine, quantize_k, ternarize, twn)
+
+
+def grad_of(fn, x, g=None):
+    x = x.clone().requires_grad_(True)
+    y = fn(x)
+    y.backward(torch.ones_like(y) if g is None else g)
+    return x.grad
+
+
+def close(a, b):
+    return torch.allclose(a, torch.as_tensor(b, dtype=a.dtype), atol=1e-6)
+
+
+def test_binarize_scaled_eq6_forward_eq7_backward():
+    w = torch.tensor([[0.5, -1.5], [0.2, -0.2]])  # two filters of n = 2; alpha = [1.0, 0.2]
+    assert close(binarize_scaled(w), [[1.0, -1.0], [0.2, -0.2]])
+    # g * (1/n + alpha * 1[|w| <= 1]), g = 1
+    assert close(grad_of(binarize_scaled, w), [[0.5 + 1.0, 0.5 + 0.0], [0.5 + 0.2, 0.5 + 0.2]])
+
+
+def test_binarize_scaled_conv_filters_are_per_output_channel():
+    w = torch.zeros(2, 1, 2, 2)
+    w[0] = torch.tensor([[1.0, -3.0], [2.0, -2.0]])  # mean |w| = 2
+    w[1] = 0.5
+    q = binarize_scaled(w)
+    assert close(q[0], [[[2.0, -2.0], [2.0, -2.0]]]) and close(q[1], torch.full((1, 2, 2), 0.5))
+
+
+def test_ternarize_layer_and_per_filter():
+    w = torch.tensor([0.9, -0.1, 0.3, -0.6])  # E|w| = 0.475, Delta = 0.3325
+    t, alpha = ternarize(w, 0.7)
+    assert torch.equal(t, torch.tensor([1.0, 0, 0, -1])) and close(alpha, 0.75)
+    t, alpha = ternarize(w, 0.5)  # Delta = 0.2375: 0.3 now above it
+    assert torch.equal(t, torch.tensor([1.0, 0, 1, -1])) and close(alpha, 0.6)
+    w2 = torch.tensor([[0.9, -0.1], [0.3, -0.6]])  # per filter: Delta = [0.35, 0.315]
+    t, alpha = ternarize(w2, 0.7, per_channel=True)
+    assert torch.equal(t, torch.tensor([[1.0, 0], [0, -1]])) and close(alpha.flatten(), [0.9, 0.6])
+    with pytest.raises(ValueError, match="threshold_factor must be > 0"):
+        ternarize(w, 0.0)
+
+
+def test_twn_forward_alpha_t_backward_identity():
+    w = torch.tensor([0.9, -0.1, 0.3, -0.6])
+    assert close(twn(w), [0.75, 0, 0, -0.75])
+    g = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert torch.equal(grad_of(twn, w, g), g)
+
+
+def test_quantize_k_eq5():
+    x = torch.tensor([0.0, 0.1, 0.2, 0.5, 0.9, 1.0])
+    # 3x = [0, .3, .6, 1.5, 2.7, 3] -> round half to even -> [0, 0, 1, 2, 3, 3]
+    assert close(quantize_k(x, 2), [0, 0, 1 / 3, 2 / 3, 1, 1])
+    g = torch.arange(1.0, 7.0)
+    assert torch.equal(grad_of(lambda v: quantize_k(v, 2), x, g), g)
+    for bad in (0, -1, 33, 2.5):
+        with pytest.raises(ValueError, match="integer from 1 to 32"):
+            quantize_k(x, bad)
+
+
+def test_dorefa_weight_k2_k1_k32():
+    w = torch.tensor([0.5, -1.0, 0.0, 2.0])
+    m = math.tanh(2.0)
+    r = [math.tanh(v) / (2 * m) + 0.5 for v in (0.5, -1.0, 0.0, 2.0)]  # [.7397, .1050, .5, 1]
+    assert [round(3 * v) for v in r] == [2, 0, 2, 3]
+    assert close(dorefa_weight(w, 2), [2 * 2 / 3 - 1, -1, 2 * 2 / 3 - 1, 1])
+    assert close(dorefa_weight(w, 1), [0.875, -0.875, 0.875, 0.875])  # sign(w) * E|w|
+    g = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert torch.equal(grad_of(lambda v: dorefa_weight(v, 1), w, g), g)
+    assert dorefa_weight(w, 32) is w
+    # k > 1: gradient flows through tanh; an element far in the tanh tail gets almost none
+    gk = grad_of(lambda v: dorefa_weight(v, 2), torch.tensor([0.1, 0.2, 8.0]))
+    assert gk[2].abs() < 1e-3 * gk[0].abs()
+
+
+def test_dorefa_activation_eq10():
+    x = torch.tensor([-0.5, 0.2, 0.5, 1.4])
+    assert close(dorefa_activation(x, 2), [0, 1 / 3, 2 / 3, 1])
+    assert torch.equal(grad_of(lambda v: dorefa_activation(v, 2), x), torch.tensor([0.0, 1, 1, 0]))
+
+
+def test_dorefa_gradient_eq12_grid_scale_and_unbiased():
+    g = torch.tensor([[0.5, -1.0, 0.25, 0.0], [4.0, 2.0, -4.0, 1.0]])  # max|g| per example: 1, 4
+    gen = torch.Generator().manual_seed(0)
+    q = dorefa_gradient(g, 2, gen)
+    # values on the per-example grid 2 max|g| (j/3 - 1/2), j = 0..3
+    for row, m in zip(q, (1.0, 4.0)):
+        j = (row / (2 * m) + 0.5) * 3
+        assert torch.allclose(j, j.round(), atol=1e-5)
+    # the extremes +-max|g| are exact whatever the noise
+    draws = torch.stack([dorefa_gradient(g, 2, gen) for _ in range(4000)])
+    assert torch.all(draws[:, 0, 1] == -1.0) and torch.all(draws[:, 1, 0] == 4.0)
+    assert torch.allclose(draws.mean(0), g, atol=0.03 * 4)  # stochastic rounding is unbiased
+    assert dorefa_gradient(g, 32) is g
+    assert torch.equal(dorefa_gradient(torch.zeros(2, 3), 4), torch.zeros(2, 3))
+
+
+def test_dorefa_gradient_ste_is_identity_forward_quantized_backward():
+    x = torch.randn(3, 5, requires_grad=True)
+    y = dorefa_gradient_ste(x, 1)
+    assert torch.equal(y, x)
+    y.backward(torch.tensor([[0.3, -1.0, 0.2, 0.9, 1.0]] * 3))
+    # k = 1: grid {-max, +max} = {-1, +1}
+    assert set(x.grad.flatten().tolist()) <= {-1.0, 1.0}
+
+
+def test_fake_quant_affine_by_hand():
+    x = torch.tensor([-1.0, 0.04, 0.13, 0.26, 2.0])
+    # x/s = [-10, .4, 1.3, 2.6, 20] -> round + z = [-8, 2, 3, 5, 22] -> clamp [0, 15] -> - z, * s
+    assert close(fake_quant_affine(x, 0.1, 2, 0, 15), [-0.2, 0, 0.1, 0.3, 1.3])
+    assert torch.equal(grad_of(lambda v: fake_quant_affine(v, 0.1, 2, 0, 15), x), torch.tensor([0.0, 1, 1, 1, 0]))
+
+
+@pytest.mark.parametrize("qmin,qmax", [(0, 255), (-128, 127), (0, 15), (-8, 7), (0, 3)])
+def test_fake_quant_affine_matches_torch_per_tensor(qmin, qmax):
+    torch.manual_seed(qmax)
+    x = torch.randn(1000) * 3
+    x[:50] = torch.arange(50) * 0.05  # exact multiples of the scale: rounding ties
+    scale, zp = 0.05, (qmin + qmax + 1) // 2 if qmin == 0 else 0
+    ours = grad_of(lambda v: fake_quant_affine(v, scale, zp, qmin, qmax), x)
+    ref = grad_of(lambda v: torch.fake_quantize_per_tensor_affine(v, scale, zp, qmin, qmax), x)
+    assert torch.equal(fake_quant_affine(x, scale, zp, qmin, qmax),
+                       torch.fake_quantize_per_tensor_affine(x, scale, zp, qmin, qmax))
+    assert torch.equal(ours, ref)
+
+
+@pytest.mark.parametrize("qmin,qmax", [(0, 255), (-128, 127), (-8, 7)])
+def test_fake_quant_affine_matches_torch_per_channel(qmin, qmax):
+    torch.manual_seed(1)
+    x = torch.randn(4, 3, 5, 5)
+    scale = torch.tensor([0.01, 0.02, 0.05, 0.1])
+    zp = torch.tensor([0, 1, 2, 3], dtype=torch.int32) if qmin == 0 else torch.zeros(4, dtype=torch.int32)
+    ref = torch.fake_quantize_per_channel_affine(x, scale, zp, 0, qmin, qmax)
+    assert torch.equal(fake_quant_affine(x, scale, zp, qmin, qmax, axis=0), ref)
+    ours = grad_of(lambda v: fake_quant_affine(v, scale, zp, qmin, qmax, axis=0), x)
+    theirs = grad_of(lambda v: torch.fake_quantize_per_channel_affine(v, scale, zp, 0, qmin, qmax), x)
+    assert torch.equal(ours, theirs)
