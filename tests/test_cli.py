@@ -148,14 +148,14 @@ def test_list_shows_methods_models_datasets(tmp_path):
 
 def test_scaled_and_multibit_methods_train_on_real_mnist(tmp_path):
     runs = {}
-    for args in (["-m", "method=bwn,twn"], ["method=dorefa", "method.w_bits=1", "method.a_bits=2",
+    for args in (["-m", "method=bwn,twn,xnor"], ["method=dorefa", "method.w_bits=1", "method.a_bits=2",
                                              "method.g_bits=6"]):
         p = qbench("train", *args, *TINY_MNIST, "trainer.epochs=2", cwd=tmp_path)
         assert p.returncode == 0, p.stderr
     for s in (tmp_path / "runs").rglob("summary.json"):
         summary = json.loads(s.read_text())
         runs[summary["method"]] = summary
-    assert set(runs) == {"bwn", "twn", "dorefa"}
+    assert set(runs) == {"bwn", "twn", "xnor", "dorefa"}
     for name, s in runs.items():
         assert s["status"] == "completed" and s["final_val_acc"] > 0.75, (name, s["final_val_acc"])
     log = next((tmp_path / "runs").rglob("*dorefa*/train.log")).read_text()

@@ -142,3 +142,28 @@ def test_fake_quant_affine_matches_torch_per_channel(qmin, qmax):
     ours = grad_of(lambda v: fake_quant_affine(v, scale, zp, qmin, qmax, axis=0), x)
     theirs = grad_of(lambda v: torch.fake_quantize_per_channel_affine(v, scale, zp, 0, qmin, qmax), x)
     assert torch.equal(ours, theirs)
+
+
+def test_xnor_activation_scale_eq11_by_hand():
+    from qbench.quant import xnor_activation_scale
+    x = torch.ones(1, 2, 3, 3)
+    x[:, 1] = -3.0  # A = (|1| + |-3|) / 2 = 2 everywhere
+    k = xnor_activation_scale(x, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
+    # box filter over the zero-padded A: centre 9 * 2 / 9 = 2, edge 6 * 2 / 9, corner 4 * 2 / 9
+    assert close(k[0, 0], [[8 / 9, 12 / 9, 8 / 9], [12 / 9, 2.0, 12 / 9], [8 / 9, 12 / 9, 8 / 9]])
+    v = torch.tensor([[1.0, -2.0, 3.0], [0.0, 0.0, 6.0]])
+    assert close(xnor_activation_scale(v), [[2.0], [2.0]])
+
+
+def test_xnor_conv_is_binary_conv_times_k_alpha():
+    import torch.nn.functional as F
+    from qbench.nn import QConv2d
+    from qbench.quant import sign, ste_sign, xnor_activation_scale
+    torch.manual_seed(0)
+    conv = QConv2d(3, 4, 3, padding=1, bias=False, weight_quantizer=binarize_scaled, input_quantizer=ste_sign,
+                   input_scale=xnor_activation_scale)
+    x = torch.randn(2, 3, 6, 6)
+    alpha = conv.weight.detach().abs().mean(dim=(1, 2, 3)).view(1, 4, 1, 1)
+    k = F.conv2d(x.abs().mean(1, keepdim=True), torch.full((1, 1, 3, 3), 1 / 9), padding=1)
+    expected = F.conv2d(sign(x), sign(conv.weight.detach()), padding=1) * alpha * k
+    assert torch.allclose(conv(x), expected, atol=1e-5)

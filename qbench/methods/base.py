@@ -20,6 +20,7 @@ class Method:
     weight_quantizer: object = None
     input_quantizer: object = None
     output_quantizer: object = None  # identity forward, quantized gradient backward (DoReFa)
+    input_scale: object = None  # scale of a layer's output from its real-valued input (XNOR-Net's K)
     keep_first_fp: bool = False
     keep_last_fp: bool = False
     activation: str | None = None  # replaces the model's activation when set (BNN: hardtanh)
@@ -28,7 +29,7 @@ class Method:
     def apply(self, model: torch.nn.Module) -> list[LayerRow]:
         """Quantize the model in place according to the layer policy; returns the per-layer report."""
         return apply_layer_policy(model, self.weight_quantizer, self.input_quantizer,
-                                  self.keep_first_fp, self.keep_last_fp, self.output_quantizer)
+                                  self.keep_first_fp, self.keep_last_fp, self.output_quantizer, self.input_scale)
 
 
 def _quantizer(spec, where: str):
@@ -59,6 +60,8 @@ def build_method(cfg: DictConfig) -> Method:
         weight_quantizer=_quantizer(cfg.get("weight_quantizer"), "method.weight_quantizer"),
         input_quantizer=_quantizer(cfg.get("input_quantizer"), "method.input_quantizer"),
         output_quantizer=_quantizer(cfg.get("output_quantizer"), "method.output_quantizer"),
+        input_scale=_quantizer(cfg.get("input_scale"), "method.input_scale") if cfg.get("input_scaling", True)
+        else None,
         keep_first_fp=bool(cfg.get("keep_first_fp", False)),
         keep_last_fp=bool(cfg.get("keep_last_fp", False)),
         activation=cfg.get("activation"),

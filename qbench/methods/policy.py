@@ -35,7 +35,8 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def apply_layer_policy(model: nn.Module, weight_quantizer, input_quantizer,
-                       keep_first_fp: bool, keep_last_fp: bool, output_quantizer=None) -> list[LayerRow]:
+                       keep_first_fp: bool, keep_last_fp: bool, output_quantizer=None,
+                       input_scale=None) -> list[LayerRow]:
     layers = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
     rows = []
     for i, (name, layer) in enumerate(layers):
@@ -44,8 +45,10 @@ def apply_layer_policy(model: nn.Module, weight_quantizer, input_quantizer,
         wq = None if fp else weight_quantizer
         iq = None if (fp or first) else input_quantizer
         oq = None if fp else output_quantizer
+        scale = input_scale if iq is not None else None  # XNOR's K goes with binarized inputs
         qcls = QConv2d if isinstance(layer, nn.Conv2d) else QLinear
-        _set_submodule(model, name, qcls.from_float(layer, wq, iq, oq))
+        _set_submodule(model, name, qcls.from_float(layer, wq, iq, oq, scale))
         rows.append(LayerRow(name, qcls.__name__, tuple(layer.weight.shape), layer.weight.numel(),
-                             describe_quantizer(wq), describe_quantizer(iq), describe_quantizer(oq)))
+                             describe_quantizer(wq), describe_quantizer(iq) + (" x K" if scale else ""),
+                             describe_quantizer(oq)))
     return rows

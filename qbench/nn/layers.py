@@ -32,6 +32,7 @@ class _QuantizedMixin:
     weight_quantizer: Quantizer | None
     input_quantizer: Quantizer | None
     output_quantizer: Quantizer | None = None
+    input_scale: Callable[..., torch.Tensor] | None = None  # f(real input, **geometry) -> output scale (XNOR K)
 
     def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.input_quantizer is not None:
@@ -44,7 +45,18 @@ class _QuantizedMixin:
         with torch.no_grad():
             return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
 
-    def _output(self, y: torch.Tensor) -> torch.Tensor:
+    def _scale(self, x: torch.Tensor):
+        """The input scale is computed from the real-valued input, before it is quantized."""
+        if self.input_scale is None:
+            return None
+        if isinstance(self, nn.Conv2d):
+            return self.input_scale(x, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                                    dilation=self.dilation)
+        return self.input_scale(x)
+
+    def _output(self, y: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+        if scale is not None:
+            y = y * scale
         return y if self.output_quantizer is None else self.output_quantizer(y)
 
     def extra_repr(self) -> str:
@@ -54,41 +66,43 @@ class _QuantizedMixin:
 
     @classmethod
     def from_float(cls, layer, weight_quantizer: Quantizer | None = None, input_quantizer: Quantizer | None = None,
-                   output_quantizer: Quantizer | None = None):
+                   output_quantizer: Quantizer | None = None, input_scale=None):
         """Wrap an existing float layer, sharing its parameters (no copy)."""
         q = cls.__new__(cls)
         q.__dict__.update(layer.__dict__)  # same Parameters, buffers, hooks and hyper-parameters
         q._parameters = layer._parameters
         q._buffers = layer._buffers
         q._modules = layer._modules
-        q.weight_quantizer = weight_quantizer
-        q.input_quantizer = input_quantizer
-        q.output_quantizer = output_quantizer
+        q._set_quantizers(weight_quantizer, input_quantizer, output_quantizer, input_scale)
         return q
+
+    def _set_quantizers(self, weight_quantizer, input_quantizer, output_quantizer, input_scale) -> None:
+        self.weight_quantizer, self.input_quantizer = weight_quantizer, input_quantizer
+        self.output_quantizer, self.input_scale = output_quantizer, input_scale
 
 
 class QConv2d(_QuantizedMixin, nn.Conv2d):
     def __init__(self, *args, weight_quantizer: Quantizer | None = None, input_quantizer: Quantizer | None = None,
-                 output_quantizer: Quantizer | None = None, **kwargs):
+                 output_quantizer: Quantizer | None = None, input_scale=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.weight_quantizer, self.input_quantizer = weight_quantizer, input_quantizer
-        self.output_quantizer = output_quantizer
+        self._set_quantizers(weight_quantizer, input_quantizer, output_quantizer, input_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self._scale(x)
         x, w = self._quantize(x)
-        return self._output(self._conv_forward(x, w, self.bias))
+        return self._output(self._conv_forward(x, w, self.bias), scale)
 
 
 class QLinear(_QuantizedMixin, nn.Linear):
     def __init__(self, *args, weight_quantizer: Quantizer | None = None, input_quantizer: Quantizer | None = None,
-                 output_quantizer: Quantizer | None = None, **kwargs):
+                 output_quantizer: Quantizer | None = None, input_scale=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.weight_quantizer, self.input_quantizer = weight_quantizer, input_quantizer
-        self.output_quantizer = output_quantizer
+        self._set_quantizers(weight_quantizer, input_quantizer, output_quantizer, input_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self._scale(x)
         x, w = self._quantize(x)
-        return self._output(F.linear(x, w, self.bias))
+        return self._output(F.linear(x, w, self.bias), scale)
 
 
 def is_quantized(module: nn.Module) -> bool:

@@ -12,7 +12,7 @@ from qbench.quant.dorefa import (
     dorefa_weight,
     quantize_k,
 )
-from qbench.quant.scaled import binarize_scaled, ternarize, twn
+from qbench.quant.scaled import binarize_scaled, ternarize, twn, xnor_activation_scale
 from qbench.quant.ste import straight_through
 from qbench.quant.uniform import fake_quant_affine
 from qbench.quant.registry import QUANTIZERS, get_quantizer
@@ -21,4 +21,5 @@ __all__ = [
     "QUANTIZERS", "binarize_scaled", "binaryconnect", "dorefa_activation", "dorefa_gradient",
     "dorefa_gradient_ste", "dorefa_weight", "fake_quant_affine", "get_quantizer", "hard_sigmoid",
     "quantize_k", "sign", "ste_sign", "stochastic_binarize", "straight_through", "ternarize", "twn",
+    "xnor_activation_scale",
 ]

@@ -13,6 +13,7 @@ QUANTIZERS: dict[str, Callable] = {
     "binaryconnect": binary.binaryconnect,
     "binarize_scaled": scaled.binarize_scaled,
     "twn": scaled.twn,
+    "xnor_activation_scale": scaled.xnor_activation_scale,
     "dorefa_weight": dorefa.dorefa_weight,
     "dorefa_activation": dorefa.dorefa_activation,
 }

@@ -58,3 +58,16 @@ def twn(w: torch.Tensor, threshold_factor: float = 0.7, granularity: str = "laye
         raise ValueError(f"granularity must be 'layer' or 'channel', got {granularity!r}")
     t, alpha = ternarize(w, threshold_factor, per_channel=granularity == "channel")
     return straight_through(alpha * t, w)
+
+
+def xnor_activation_scale(x: torch.Tensor, kernel_size=None, stride=1, padding=0, dilation=1) -> torch.Tensor:
+    """XNOR-Net eq. 11: K = A * k, A = sum_c |I_c| / c (mean over input channels), k = a box filter of the
+    conv's size (1 / (w h) everywhere) applied with the conv's stride, padding and dilation, so that
+    I * W ~ (sign(I) * sign(W)) . K alpha. For a fully connected layer K is mean|I| over the features.
+    Returns K, broadcastable against the layer's output."""
+    if kernel_size is None:
+        return x.abs().mean(dim=-1, keepdim=True)
+    a = x.abs().mean(dim=1, keepdim=True)
+    kh, kw = kernel_size
+    box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=a.dtype, device=a.device)
+    return torch.nn.functional.conv2d(a, box, stride=stride, padding=padding, dilation=dilation)
