@@ -18,6 +18,8 @@ commands:
   train [key=value ...]     train one run (Hydra overrides, e.g. method=bnn model=mlp dataset=mnist)
   train -m key=a,b ...      a Hydra multirun: one run per combination
   train resume=<run dir>    continue an interrupted run from its last checkpoint
+  ptq run=<run dir> [method.w_bits=8 method.a_bits=8 method.per_channel=true method.calib_batches=100]
+                            post-training quantization of a finished full-precision run
   list                      methods, models, datasets, optimizers and schedules
 
 `qbench train --help` shows the config groups and every option."""
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
-    commands = {"train": train, "list": list_command}
+    commands = {"train": train, "ptq": ptq_command, "list": list_command}
     try:
         if command not in commands:
             raise UserError(f"unknown command {command!r}; valid: {', '.join(commands)}")
@@ -136,6 +138,19 @@ def resume_run(run_dir: Path) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")])
     run(cfg, run_dir, resume=True)
+    return 0
+
+
+# --- ptq -------------------------------------------------------------------------------------------
+
+def ptq_command(args: list[str]) -> int:
+    from qbench.ptq import run_ptq
+
+    runs = [a for a in args if a.startswith("run=")]
+    if len(runs) != 1:
+        raise UserError("qbench ptq needs exactly one run=<run dir> (a finished full-precision training run)")
+    run_dir = run_ptq(Path(runs[0].split("=", 1)[1]), [a for a in args if not a.startswith("run=")])
+    print(f"run dir: {run_dir}", flush=True)
     return 0
 
 

@@ -123,6 +123,9 @@ def validate(cfg: DictConfig) -> None:
     from qbench.methods import build_method
     from qbench.models import MODELS
 
+    if cfg.method.get("post_training"):
+        raise UserError(f"method {cfg.method.name!r} is post-training, not trained: "
+                        "qbench ptq run=<run dir of a trained fp model>")
     _int(cfg, "seed", 0)
     for key, low in (("trainer.epochs", 1), ("trainer.batch_size", 1), ("trainer.eval_batch_size", 1),
                      ("trainer.eval_every", 1), ("data.workers", 0)):
@@ -147,7 +150,12 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"model {cfg.model.name!r} is defined for small inputs (<= {entry.max_image_size} px) "
                         f"and dataset {cfg.dataset.name!r} has {cfg.dataset.image_size} px images; "
                         f"models for it: {choices(n for n, e in MODELS.items() if e.max_image_size is None)}")
-    build_method(cfg.method)  # instantiates and probes the quantizers and callbacks
+    method = build_method(cfg.method)  # instantiates and probes the quantizers and callbacks
+    if method.fold_bn:  # a model without conv -> BN pairs cannot fold: say so before any run starts
+        from qbench.models import create_model
+        kwargs = {k: v for k, v in cfg.model.items() if k not in ("name", "summary")}
+        method.foldable(create_model(cfg.model.name, cfg.dataset.in_channels, cfg.dataset.num_classes,
+                                     cfg.dataset.image_size, **kwargs))
 
 
 def check_data(cfg: DictConfig) -> None:

@@ -39,7 +39,7 @@ class MetricsLog:
             f.flush()
             os.fsync(f.fileno())
         for key, value in record.items():
-            if key in ("epoch", "seconds") or value is None:
+            if key in ("epoch", "seconds") or not isinstance(value, (int, float)) or isinstance(value, bool):
                 continue
             self.tb.add_scalar(TB_NAMES.get(key, f"method/{key}"), value, record["epoch"])
         self.tb.flush()

@@ -61,12 +61,7 @@ class Trainer:
 
         self.method = build_method(cfg.method)
         self.data = build_data(cfg, self.device, int(cfg.seed))
-        model_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
-                        if k not in ("name", "summary")}
-        if self.method.activation:
-            model_kwargs["activation"] = self.method.activation
-        self.model = create_model(cfg.model.name, self.data.in_channels, self.data.num_classes,
-                                  self.data.image_size, **model_kwargs)
+        self.model = build_model(cfg, self.method, self.data)
         self.layers = self.method.apply(self.model)
         self.model.to(self.device)
         self.callbacks = self.method.callbacks
@@ -142,19 +137,8 @@ class Trainer:
             bar.advance()
         return loss_sum.item() / seen, correct.item() / seen
 
-    @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        self.model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
-        for x, y in self.data.val:
-            with self.autocast:
-                out = self.model(x).float()
-            loss_sum += self.loss_fn(out, y) * len(y)
-            correct += (out.argmax(1) == y).sum()
-            seen += len(y)
-        return loss_sum.item() / seen, correct.item() / seen
+        return evaluate(self.model, self.data.val, self.loss_fn, self.autocast)
 
     def fit(self) -> dict:
         self._t0, self._started = time.time(), _now()
@@ -211,6 +195,28 @@ class Trainer:
             "started_at": self._started,
             "run_dir": str(self.run_dir),
         }
+
+
+def build_model(cfg: DictConfig, method, data) -> torch.nn.Module:
+    """The model of ``cfg.model`` for ``data``'s inputs, with the method's activation if it sets one."""
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in ("name", "summary")}
+    if method.activation:
+        kwargs["activation"] = method.activation
+    return create_model(cfg.model.name, data.in_channels, data.num_classes, data.image_size, **kwargs)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches, loss_fn, autocast=None) -> tuple[float, float]:
+    """(mean loss, accuracy) over ``batches`` in eval mode."""
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in batches:
+        with autocast or nullcontext():
+            out = model(x).float()
+        loss_sum += loss_fn(out, y) * len(y)
+        correct += (out.argmax(1) == y).sum()
+        seen += len(y)
+    return float(loss_sum) / seen, int(correct) / seen
 
 
 def _now() -> str:

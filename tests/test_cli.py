@@ -129,7 +129,7 @@ def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path):
         (["train", "dataset=mnist", f"data.root={tmp_path / 'nowhere'}"], "not found under data root"),
         (["train", "resume=/no/such/run"], "not a qbench run directory"),
         (["train", "resume=/no/such/run", "seed=1"], "takes no other arguments"),
-        (["frobnicate"], "unknown command 'frobnicate'; valid: train, list"),
+        (["frobnicate"], "unknown command 'frobnicate'; valid: train, ptq, list"),
     ]
     for args, message in cases:
         p = qbench(*args, cwd=tmp_path)
@@ -160,3 +160,38 @@ def test_scaled_and_multibit_methods_train_on_real_mnist(tmp_path):
         assert s["status"] == "completed" and s["final_val_acc"] > 0.75, (name, s["final_val_acc"])
     log = next((tmp_path / "runs").rglob("*dorefa*/train.log")).read_text()
     assert "dorefa_weight(k=1)" in log and "dorefa_activation(k=2)" in log and "dorefa_gradient_ste(k=6)" in log
+
+
+def test_qat_with_quant_delay_and_ptq_of_a_trained_fp_run(tmp_path):
+    p = qbench("train", "method=qat", "method.quant_delay=1", "method.per_channel=true", *TINY_MNIST,
+               "trainer.epochs=2", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    qat = run_dir_of(p)
+    assert [r["quantized"] for r in _metrics(qat)] == [0.0, 1.0]  # float first, then fake-quantized
+    assert _summary(qat)["final_val_acc"] > 0.75
+
+    fp = run_dir_of(qbench("train", "method=fp", *TINY_MNIST, "trainer.epochs=2", cwd=tmp_path))
+    before = sorted(p.name for p in (tmp_path / "runs").rglob("*") if p.is_dir())
+    for args, message in ((["method.w_bits=0"], "bit width must be an integer from 2 to 32, got 0"),
+                          (["method.calib_batches=0"], "method.calib_batches=0 is invalid"),
+                          (["trainer.epochs=3"], "takes run=<run dir> and method.* settings"),
+                          ([], None)):
+        if message is None:
+            break
+        r = qbench("ptq", f"run={fp}", *args, cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = qbench("ptq", f"run={qat}", cwd=tmp_path)
+    assert r.returncode == 2 and "full-precision model" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("*") if p.is_dir()) == before  # nothing written
+
+    r = qbench("ptq", f"run={fp}", "method.w_bits=8", "method.a_bits=8", "method.calib_batches=5", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ptq = run_dir_of(r)
+    s = _summary(ptq)
+    assert s["status"] == "completed" and s["source_run"] == str(fp)
+    assert s["fp_val_acc"] == _summary(fp)["final_val_acc"]  # the float model, reloaded, scores the same
+    assert abs(s["final_val_acc"] - s["fp_val_acc"]) < 0.02  # 8-bit post-training costs almost nothing
+    assert [r["stage"] for r in _metrics(ptq)] == ["fp", "weights", "weights+activations"]
+    assert (ptq / "config.yaml").is_file() and (ptq / "checkpoints" / "last.pt").is_file()
+    r2 = qbench("ptq", f"run={fp}", "method.w_bits=2", "method.a_bits=8", "method.calib_batches=5", cwd=tmp_path)
+    assert _summary(run_dir_of(r2))["weight_only_val_acc"] < s["weight_only_val_acc"]  # 2-bit weights hurt

@@ -24,7 +24,10 @@ def test_composition(method, model, dataset):
     cfg = compose([f"method={method}", f"model={model}", f"dataset={dataset}"])
     assert (cfg.method.name, cfg.model.name, cfg.dataset.name) == (method, model, dataset)
     small_only = MODELS[model].max_image_size is not None
-    if small_only and cfg.dataset.image_size > MODELS[model].max_image_size:
+    if cfg.method.get("post_training"):
+        with pytest.raises(UserError, match="post-training"):
+            validate(cfg)
+    elif small_only and cfg.dataset.image_size > MODELS[model].max_image_size:
         with pytest.raises(UserError, match="defined for small inputs"):
             validate(cfg)
     else:
@@ -74,6 +77,7 @@ def test_vgg_small_layout():
     (["model=resnet19"], "unknown model 'resnet19'; valid: mlp, resnet18"),
     (["method=fp,bnn,nope"], "unknown method 'nope'"),
     (["trainer.epoch=3"], "unknown config key 'trainer.epoch'; keys under 'trainer': amp, batch_size"),
+    (["method=qat", "method.quant_delay=-2"], "quant_delay must be a whole number of epochs >= 0, got -2"),
     (["trainer.epochs=0"], "trainer.epochs=0 is invalid; allowed: an integer >= 1"),
     (["trainer.epochs=abc"], "trainer.epochs='abc' is invalid"),
     (["trainer.loss=mse"], "trainer.loss='mse' is invalid; valid: cross_entropy, squared_hinge"),
@@ -87,6 +91,10 @@ def test_vgg_small_layout():
     (["method=twn", "method.threshold_factor=-0.7"], "threshold_factor must be > 0, got -0.7"),
     (["method=twn", "method.granularity=row"], "granularity must be 'layer' or 'channel', got 'row'"),
     (["model=vgg_small", "dataset=imagenet"], "defined for small inputs"),
+    (["method=ptq"], "method 'ptq' is post-training"),
+    (["method=qat", "method.fold_bn=true", "model=mlp"], "has no conv -> batch-norm pair"),
+    (["method=qat", "method.freeze_bn_after=-1"], "freeze_bn_after must be a whole number"),
+    (["method=qat", "method.w_bits=1"], "bit width must be an integer from 2 to 32, got 1"),
 ])
 def test_bad_overrides_are_one_line_errors(overrides, message, data_root):
     with pytest.raises(UserError) as e:

@@ -73,3 +73,43 @@ class GlorotLRScale(Callback):
             ids.add(id(w))
         rest = [p for p in model.parameters() if id(p) not in ids]
         return scaled + [{"params": rest, "lr": lr, "lr_scale": 1.0}]
+
+
+class QuantDelay(Callback):
+    """Whitepaper section 3 / tf.contrib.quantize ``quant_delay``: train in floating point for the first
+    ``epochs`` epochs (ranges are observed all the while), then switch every FakeQuant on."""
+
+    def __init__(self, epochs: int = 0):
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"quant_delay must be a whole number of epochs >= 0, got {epochs!r}")
+        self.epochs = epochs
+        self.active = epochs == 0
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        from qbench.nn import FakeQuant
+
+        self.active = epoch >= self.epochs
+        for m in trainer.model.modules():
+            if isinstance(m, FakeQuant):
+                m.enabled = self.active
+
+    def on_epoch_end(self, trainer, epoch: int) -> dict[str, float]:
+        return {"quantized": float(self.active)}
+
+
+class FreezeBatchNorm(Callback):
+    """Whitepaper section 3.2: from epoch ``after`` on, folded batch norms use their moving statistics and
+    stop updating them (``freeze_bn_delay``). ``after=None``: never."""
+
+    def __init__(self, after: int | None = None):
+        if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
+            raise ValueError(f"freeze_bn_after must be a whole number of epochs >= 0 or null, got {after!r}")
+        self.after = after
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        from qbench.nn.bn_fold import FoldedConvBN
+
+        frozen = self.after is not None and epoch >= self.after
+        for m in trainer.model.modules():
+            if isinstance(m, FoldedConvBN):
+                m.frozen = frozen

@@ -10,6 +10,7 @@ method's weight and input quantizers, except:
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from torch import nn
@@ -26,6 +27,11 @@ class LayerRow:
     weight: str
     input: str
     output: str = "fp"
+
+
+def _own_copy(q):
+    """A quantizer with state (an nn.Module, e.g. FakeQuant's observed range) gets one copy per layer."""
+    return copy.deepcopy(q) if isinstance(q, nn.Module) else q
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -47,6 +53,7 @@ def apply_layer_policy(model: nn.Module, weight_quantizer, input_quantizer,
         oq = None if fp else output_quantizer
         scale = input_scale if iq is not None else None  # XNOR's K goes with binarized inputs
         qcls = QConv2d if isinstance(layer, nn.Conv2d) else QLinear
+        wq, iq, oq = (_own_copy(q) for q in (wq, iq, oq))
         _set_submodule(model, name, qcls.from_float(layer, wq, iq, oq, scale))
         rows.append(LayerRow(name, qcls.__name__, tuple(layer.weight.shape), layer.weight.numel(),
                              describe_quantizer(wq), describe_quantizer(iq) + (" x K" if scale else ""),

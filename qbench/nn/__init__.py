@@ -1,4 +1,5 @@
 """Quantized layers built from ``qbench.quant`` functions (Larq-style: kernel and input quantizers)."""
+from qbench.nn.fake_quant import FakeQuant
 from qbench.nn.layers import QConv2d, QLinear, describe_quantizer, is_quantized
 
-__all__ = ["QConv2d", "QLinear", "describe_quantizer", "is_quantized"]
+__all__ = ["FakeQuant", "QConv2d", "QLinear", "describe_quantizer", "is_quantized"]

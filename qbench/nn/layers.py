@@ -22,6 +22,8 @@ def describe_quantizer(q: Quantizer | None) -> str:
     """Short human-readable name: 'fp', 'ste_sign', 'binaryconnect(mode=stoch)'."""
     if q is None:
         return "fp"
+    if hasattr(q, "describe"):
+        return q.describe()
     if isinstance(q, functools.partial):
         args = ",".join(f"{k}={v}" for k, v in q.keywords.items())
         return f"{describe_quantizer(q.func)}({args})" if args else describe_quantizer(q.func)

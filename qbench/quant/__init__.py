@@ -14,12 +14,12 @@ from qbench.quant.dorefa import (
 )
 from qbench.quant.scaled import binarize_scaled, ternarize, twn, xnor_activation_scale
 from qbench.quant.ste import straight_through
-from qbench.quant.uniform import fake_quant_affine
+from qbench.quant.uniform import affine_qparams, fake_quant_affine, stochastic_round
 from qbench.quant.registry import QUANTIZERS, get_quantizer
 
 __all__ = [
-    "QUANTIZERS", "binarize_scaled", "binaryconnect", "dorefa_activation", "dorefa_gradient",
+    "QUANTIZERS", "affine_qparams", "binarize_scaled", "binaryconnect", "dorefa_activation", "dorefa_gradient",
     "dorefa_gradient_ste", "dorefa_weight", "fake_quant_affine", "get_quantizer", "hard_sigmoid",
-    "quantize_k", "sign", "ste_sign", "stochastic_binarize", "straight_through", "ternarize", "twn",
+    "quantize_k", "sign", "ste_sign", "stochastic_binarize", "stochastic_round", "straight_through", "ternarize", "twn",
     "xnor_activation_scale",
 ]
