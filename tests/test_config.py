@@ -100,3 +100,12 @@ def test_bad_overrides_are_one_line_errors(overrides, message, data_root):
     with pytest.raises(UserError) as e:
         check_overrides(overrides + ["dataset=mnist"] * ("dataset" not in " ".join(overrides)))
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_hwgq_activations_combine_with_any_weight_quantizer():
+    from qbench.quant import hwgq
+    for method in ("bwn", "twn", "dorefa"):
+        cfg = compose([f"method={method}", "method.input_quantizer=hwgq"])
+        assert build_method(cfg.method).input_quantizer is hwgq
+    cfg = compose(["method=twn", "method.input_quantizer={_target_:qbench.quant.hwgq,_partial_:true,k:3}"])
+    assert build_method(cfg.method).input_quantizer.keywords == {"k": 3}

@@ -71,5 +71,5 @@ def test_aliases():
     assert get_quantizer(None) is None
     assert get_quantizer("ste_sign") is quant.ste_sign
     assert torch.equal(grad_of(get_quantizer("ste_sign", clip=0.5)), torch.tensor([0.0, 0, 3, 4, 5, 0, 0]))
-    with pytest.raises(ValueError, match="valid: binarize_scaled, binaryconnect, dorefa_activation, dorefa_weight, sign, ste_sign"):
+    with pytest.raises(ValueError, match="valid: binarize_scaled, binaryconnect, dorefa_activation, dorefa_weight, hwgq, sign, ste_sign"):
         get_quantizer("xnor_magic")

@@ -167,3 +167,26 @@ def test_xnor_conv_is_binary_conv_times_k_alpha():
     k = F.conv2d(x.abs().mean(1, keepdim=True), torch.full((1, 1, 3, 3), 1 / 9), padding=1)
     expected = F.conv2d(sign(x), sign(conv.weight.detach()), padding=1) * alpha * k
     assert torch.allclose(conv(x), expected, atol=1e-5)
+
+
+def test_hwgq_step_is_the_mse_optimal_uniform_step_for_a_half_normal():
+    from qbench.quant import hwgq_step
+    step = hwgq_step(2)
+    assert abs(step - 0.651) < 0.002
+    # optimal: a Monte-Carlo MSE at the step is below the MSE 10% either side of it
+    x = torch.randn(400000, generator=torch.Generator().manual_seed(0)).clamp_min(0)
+
+    def mse(s):
+        q = torch.round(x.clamp(0, 3 * s) / s) * s
+        return ((q - x) ** 2).mean().item()
+    assert mse(step) < mse(step * 0.9) and mse(step) < mse(step * 1.1)
+
+
+def test_hwgq_forward_levels_and_clipped_relu_gradient():
+    from qbench.quant import hwgq, hwgq_step
+    d = hwgq_step(2)
+    x = torch.tensor([-1.0, 0.2 * d, 0.7 * d, 1.4 * d, 2.6 * d, 3.0 * d, 5.0 * d])
+    assert close(hwgq(x, 2), [0, 0, d, d, 3 * d, 3 * d, 3 * d])
+    # 1[0 < x <= 3 Delta]
+    assert torch.equal(grad_of(lambda v: hwgq(v, 2), x), torch.tensor([0.0, 1, 1, 1, 1, 1, 0]))
+    assert hwgq(x, 32) is x

@@ -12,6 +12,7 @@ from qbench.quant.dorefa import (
     dorefa_weight,
     quantize_k,
 )
+from qbench.quant.halfwave import hwgq, hwgq_step
 from qbench.quant.scaled import binarize_scaled, ternarize, twn, xnor_activation_scale
 from qbench.quant.ste import straight_through
 from qbench.quant.uniform import affine_qparams, fake_quant_affine, stochastic_round
@@ -19,7 +20,7 @@ from qbench.quant.registry import QUANTIZERS, get_quantizer
 
 __all__ = [
     "QUANTIZERS", "affine_qparams", "binarize_scaled", "binaryconnect", "dorefa_activation", "dorefa_gradient",
-    "dorefa_gradient_ste", "dorefa_weight", "fake_quant_affine", "get_quantizer", "hard_sigmoid",
+    "dorefa_gradient_ste", "dorefa_weight", "fake_quant_affine", "get_quantizer", "hard_sigmoid", "hwgq", "hwgq_step",
     "quantize_k", "sign", "ste_sign", "stochastic_binarize", "stochastic_round", "straight_through", "ternarize", "twn",
     "xnor_activation_scale",
 ]

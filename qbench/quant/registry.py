@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from qbench.quant import binary, dorefa, scaled
+from qbench.quant import binary, dorefa, halfwave, scaled
 
 QUANTIZERS: dict[str, Callable] = {
     "sign": binary.sign,
@@ -16,6 +16,7 @@ QUANTIZERS: dict[str, Callable] = {
     "xnor_activation_scale": scaled.xnor_activation_scale,
     "dorefa_weight": dorefa.dorefa_weight,
     "dorefa_activation": dorefa.dorefa_activation,
+    "hwgq": halfwave.hwgq,
 }
 
 
