@@ -20,6 +20,10 @@ commands:
   train resume=<run dir>    continue an interrupted run from its last checkpoint
   ptq run=<run dir> [method.w_bits=8 method.a_bits=8 method.per_channel=true method.calib_batches=100]
                             post-training quantization of a finished full-precision run
+  table paper=<key> [table=T] [runs=<dir>...] [out=<dir>]
+                            a paper's reported figures beside your finished runs (status of each figure)
+  compare runs=<dir or glob>... [by=method,model]
+                            finished runs side by side, mean ± std over seeds, one row per configuration
   list                      methods, models, datasets, optimizers and schedules
 
 `qbench train --help` shows the config groups and every option."""
@@ -34,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
-    commands = {"train": train, "ptq": ptq_command, "list": list_command}
+    commands = {"train": train, "ptq": ptq_command, "table": table_command, "compare": compare_command,
+                "list": list_command}
     try:
         if command not in commands:
             raise UserError(f"unknown command {command!r}; valid: {', '.join(commands)}")
@@ -151,6 +156,53 @@ def ptq_command(args: list[str]) -> int:
         raise UserError("qbench ptq needs exactly one run=<run dir> (a finished full-precision training run)")
     run_dir = run_ptq(Path(runs[0].split("=", 1)[1]), [a for a in args if not a.startswith("run=")])
     print(f"run dir: {run_dir}", flush=True)
+    return 0
+
+
+# --- tables ----------------------------------------------------------------------------------------
+
+def _kv(args: list[str], allowed: tuple[str, ...], command: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for a in args:
+        key, eq, value = a.partition("=")
+        if not eq or key not in allowed:
+            raise UserError(f"qbench {command}: unexpected argument {a!r}; valid: "
+                            + ", ".join(f"{k}=..." for k in allowed))
+        out.setdefault(key, []).extend(v for v in value.split(",") if v) if key in ("runs", "by") else \
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def table_command(args: list[str]) -> int:
+    from rich.console import Console
+
+    from qbench.results.tables import paper_table
+
+    kv = _kv(args, ("paper", "table", "runs", "out"), "table")
+    if "paper" not in kv:
+        from qbench.results import paper_keys
+        raise UserError(f"qbench table needs paper=<key>; valid: {', '.join(paper_keys())}")
+    key = kv["paper"][0]
+    out = paper_table(key, kv.get("runs", ["runs"]), (kv.get("table") or [None])[0])
+    out.show(Console())
+    written = out.write(Path((kv.get("out") or [f"results/{key}"])[0]), "table" + (
+        f"_{kv['table'][0]}" if "table" in kv else ""))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def compare_command(args: list[str]) -> int:
+    from rich.console import Console
+
+    from qbench.results.tables import compare
+
+    kv = _kv(args, ("runs", "by", "out"), "compare")
+    if "runs" not in kv:
+        raise UserError("qbench compare needs runs=<run folder or glob>[,...]")
+    out = compare(kv["runs"], kv.get("by", ["method", "model"]))
+    out.show(Console())
+    if "out" in kv:
+        print("wrote " + ", ".join(str(p) for p in out.write(Path(kv["out"][0]), "compare")))
     return 0
 
 

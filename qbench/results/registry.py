@@ -1,0 +1,59 @@
+"""The paper registry: each seed paper's reported figures with their provenance (configs/paper/<key>.yaml)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import OmegaConf
+
+from qbench.config import config_dir
+from qbench.errors import UserError, choices
+
+# how far each status has been checked, strongest first; 'unconfirmed' is never presented as confirmed
+STATUSES = ("primary", "repo", "slides", "secondary", "unconfirmed")
+
+
+@dataclass
+class Figure:
+    paper: str
+    id: str
+    metric: str           # err | acc | top1 | top5 | top1_err | top5_err | top1_fraction ...
+    value: float | None   # None: the paper prints N/A
+    status: str
+    table: str | None = None
+    label: str = ""
+    note: str | None = None
+    experiment: dict | None = None  # which qbench run reproduces it: method, model, dataset, overrides
+
+    @property
+    def confirmed(self) -> bool:
+        return self.status != "unconfirmed"
+
+
+@dataclass
+class Paper:
+    key: str
+    cite: str
+    arxiv: str | None
+    figures: list[Figure] = field(default_factory=list)
+
+    def tables(self) -> list[str]:
+        return sorted({f.table or "-" for f in self.figures})
+
+
+def paper_keys() -> list[str]:
+    return sorted(p.stem for p in (config_dir() / "paper").glob("*.yaml"))
+
+
+def load_paper(key: str) -> Paper:
+    if key not in paper_keys():
+        raise UserError(f"unknown paper {key!r}; valid: {choices(paper_keys())}")
+    doc = OmegaConf.to_container(OmegaConf.load(config_dir() / "paper" / f"{key}.yaml"))
+    figures = []
+    for f in doc["figures"]:
+        if f["status"] not in STATUSES:
+            raise UserError(f"configs/paper/{key}.yaml: figure {f['id']} has status {f['status']!r}; "
+                            f"valid: {', '.join(STATUSES)}")
+        label = " ".join(str(f[k]) for k in ("ds", "arch", "bits", "variant", "method", "row") if f.get(k))
+        figures.append(Figure(key, f["id"], f["metric"], f["value"], f["status"], f.get("table"), label,
+                              f.get("note"), f.get("experiment")))
+    return Paper(doc["key"], doc["cite"], doc.get("arxiv"), figures)

@@ -1,0 +1,86 @@
+"""Finished runs on disk, grouped so that only runs of the same configuration are averaged together."""
+from __future__ import annotations
+
+import glob
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+# keys that say where or how a run was executed, not what was trained: ignored when grouping
+EXECUTION_KEYS = ("seed", "resume", "trainer.device", "trainer.progress", "data.root", "data.workers",
+                  "data.download", "trainer.eval_batch_size")
+
+
+@dataclass
+class Run:
+    dir: Path
+    summary: dict
+    config: dict
+
+    @property
+    def completed(self) -> bool:
+        return self.summary.get("status") == "completed"
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = json.dumps(v, sort_keys=True)
+    return out
+
+
+def find_runs(patterns: list[str]) -> tuple[list[Run], list[Run]]:
+    """(completed, not completed) runs in the run directories below the given folders or globs."""
+    done, other = [], []
+    seen = set()
+    for pattern in patterns:
+        for root in sorted(glob.glob(str(Path(pattern).expanduser()))):
+            for s in sorted(Path(root).rglob("summary.json")):
+                d = s.parent
+                if d in seen or not (d / "config.yaml").is_file():
+                    continue
+                seen.add(d)
+                run = Run(d, json.loads(s.read_text()), OmegaConf.to_container(OmegaConf.load(d / "config.yaml")))
+                (done if run.completed else other).append(run)
+    return done, other
+
+
+@dataclass
+class Group:
+    config: dict                      # flattened config (JSON values), execution keys removed
+    runs: list[Run] = field(default_factory=list)
+
+    def values(self, key: str = "final_val_acc") -> list[float]:
+        return [r.summary[key] for r in self.runs if r.summary.get(key) is not None]
+
+    def mean_std(self, key: str = "final_val_acc") -> tuple[float | None, float | None]:
+        v = self.values(key)
+        if not v:
+            return None, None
+        return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+
+    def get(self, key: str):
+        raw = self.config.get(key)
+        return None if raw is None else json.loads(raw)
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """One group per distinct configuration (everything but the seed and where it ran)."""
+    groups: dict[str, Group] = {}
+    for run in runs:
+        flat = {k: v for k, v in _flat(run.config).items() if k not in EXECUTION_KEYS}
+        key = json.dumps(flat, sort_keys=True)
+        groups.setdefault(key, Group(flat)).runs.append(run)
+    return list(groups.values())
+
+
+def differing_keys(groups: list[Group]) -> list[str]:
+    keys = set().union(*(g.config for g in groups)) if groups else set()
+    return sorted(k for k in keys if len({g.config.get(k) for g in groups}) > 1)

@@ -1,0 +1,157 @@
+"""Tables: a paper's figures beside reproduced ones (`qbench table`), and any set of runs side by side
+(`qbench compare`). Shown with rich on the terminal and written as Markdown, CSV and LaTeX."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from qbench.errors import UserError, choices
+from qbench.results.registry import Figure, load_paper
+from qbench.results.runs import Group, differing_keys, find_runs, group_runs
+
+SHORT = {"method": "method.name", "model": "model.name", "dataset": "dataset.name", "optim": "optim._target_",
+         "sched": "sched._target_"}
+
+
+def _pct(acc: float, metric: str) -> float | None:
+    """A run's final top-1 accuracy (fraction) in the figure's metric; None where qbench does not measure it."""
+    if metric in ("err", "top1_err"):
+        return 100 * (1 - acc)
+    if metric in ("acc", "top1", "top1_acc"):
+        return 100 * acc
+    if metric == "top1_fraction":
+        return acc
+    return None
+
+
+def _fmt(mean, std, n) -> str:
+    return f"{mean:.2f} ± {std:.2f} (n={n})"
+
+
+class Output:
+    """Rows of strings rendered to the terminal and, optionally, to .md / .csv / .tex files."""
+
+    def __init__(self, title: str, columns: list[str]):
+        self.title, self.columns, self.rows = title, columns, []
+
+    def add(self, *cells) -> None:
+        self.rows.append([("" if c is None else str(c)) for c in cells])
+
+    def show(self, console: Console) -> None:
+        t = Table(title=self.title, title_justify="left")
+        for c in self.columns:
+            t.add_column(c)
+        for r in self.rows:
+            t.add_row(*r)
+        console.print(t)
+
+    def markdown(self) -> str:
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |",
+                 "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(self.columns)
+        w.writerows(self.rows)
+        return buf.getvalue()
+
+    def latex(self) -> str:
+        esc = lambda s: s.replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%").replace(
+            "_", "\\_").replace("#", "\\#").replace("±", "$\\pm$").replace("Δ", "$\\Delta$")  # noqa: E731
+        lines = [f"% {self.title}", "\\begin{tabular}{" + "l" * len(self.columns) + "}", "\\hline",
+                 " & ".join(esc(c) for c in self.columns) + " \\\\", "\\hline"]
+        lines += [" & ".join(esc(c) for c in r) + " \\\\" for r in self.rows]
+        return "\n".join(lines + ["\\hline", "\\end{tabular}"]) + "\n"
+
+    def write(self, out: Path, stem: str) -> list[Path]:
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for ext, text in (("md", self.markdown()), ("csv", self.csv()), ("tex", self.latex())):
+            p = out / f"{stem}.{ext}"
+            p.write_text(text)
+            paths.append(p)
+        return paths
+
+
+def _matches(group: Group, experiment: dict) -> bool:
+    want = {"method.name": experiment["method"], "model.name": experiment["model"],
+            "dataset.name": experiment["dataset"], **(experiment.get("overrides") or {})}
+    return all(group.get(k) == v for k, v in want.items())
+
+
+def paper_table(key: str, run_patterns: list[str], table: str | None = None) -> Output:
+    paper = load_paper(key)
+    if table is not None and table not in paper.tables():
+        raise UserError(f"paper {key!r} has no table {table!r}; valid: {choices(paper.tables())}")
+    done, _ = find_runs(run_patterns)
+    groups = group_runs(done)
+    out = Output(f"{paper.cite}", ["table", "figure", "metric", "paper", "status", "reproduced (mean ± std)",
+                                   "Δ", "epochs"])
+    for f in paper.figures:
+        if table is not None and (f.table or "-") != table:
+            continue
+        out.add(*_figure_row(f, groups))
+    return out
+
+
+def _figure_row(f: Figure, groups: list[Group]) -> list:
+    status = f.status if f.confirmed else "UNCONFIRMED"
+    paper_value = "N/A" if f.value is None else f.value
+    base = [f.table or "-", f.label, f.metric, paper_value, status]
+    if not f.experiment:
+        return base + ["no qbench experiment yet", "", ""]
+    matched = [g for g in groups if _matches(g, f.experiment)]
+    if not matched:
+        return base + ["not run", "", ""]
+    if len(matched) > 1:  # different recipes are never averaged together
+        return base + [f"{len(matched)} different configs: compare them with qbench compare", "", ""]
+    g = matched[0]
+    values = [_pct(a, f.metric) for a in g.values()]
+    if not values or values[0] is None:
+        return base + [f"{f.metric} not measured by qbench", "", ""]
+    import statistics
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    delta = "" if f.value is None or isinstance(f.value, str) else f"{mean - f.value:+.2f}"
+    epochs = sorted({r.summary.get("epochs_completed") for r in g.runs})
+    return base + [_fmt(mean, std, len(values)), delta, "/".join(map(str, epochs))]
+
+
+def compare(run_patterns: list[str], by: list[str]) -> Output:
+    done, other = find_runs(run_patterns)
+    if not done:
+        raise UserError(f"no finished runs under {', '.join(run_patterns)} (looked for run directories with "
+                        f"summary.json status 'completed'; found {len(other)} unfinished)")
+    keys = [SHORT.get(b, b) for b in by]
+    groups = group_runs(done)
+    known = set().union(*(g.config for g in groups))
+    for b, k in zip(by, keys):
+        if k not in known:
+            raise UserError(f"by={b!r} is not a config key of these runs; valid: method, model, dataset, or a "
+                            f"dotted key such as method.w_bits")
+    # shown: what tells apart configurations that share the same `by` values (e.g. method.mode det / stoch)
+    same_by: dict[tuple, list[Group]] = {}
+    for g in groups:
+        same_by.setdefault(tuple(json.dumps(g.get(k)) for k in keys), []).append(g)
+    rest = sorted({k for gs in same_by.values() if len(gs) > 1 for k in differing_keys(gs)} - set(keys))
+    out = Output(f"{len(done)} finished runs in {len(groups)} configurations",
+                 [*by, "val acc % (mean ± std)", "best %", "epochs", "other differences"])
+    rows = []
+    for g in groups:
+        mean, std = g.mean_std()
+        best, _ = g.mean_std("best_val_acc")
+        epochs = "/".join(str(e) for e in sorted({r.summary.get("epochs_completed") for r in g.runs}))
+        others = ", ".join(f"{k}={json.loads(g.config[k]) if k in g.config else None}" for k in rest)
+        rows.append([*(g.get(k) for k in keys), _fmt(100 * mean, 100 * std, len(g.values())) if mean is not None
+                     else "-", f"{100 * best:.2f}" if best is not None else "-", epochs, others])
+    for r in sorted(rows, key=lambda r: [str(c) for c in r[:len(keys)]] + [r[-1]]):
+        out.add(*r)
+    return out

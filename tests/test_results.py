@@ -1,0 +1,126 @@
+"""The paper registry against the shared figures file, and the tables built from runs."""
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, qbench, run_dir_of
+from qbench.errors import UserError
+from qbench.results import STATUSES, find_runs, group_runs, load_paper, paper_keys
+from qbench.results.tables import compare, paper_table
+
+SHARED = Path(os.environ.get("QBENCH_PAPERS", REPO.parent / "shared" / "papers" / "paper_results.yaml"))
+REGISTRY_KEY = {"krishnamoorthi_whitepaper": "whitepaper"}
+# the shared file states these papers' status once, in a comment above their rows
+COMMENT_STATUS = {"xnor_net": "primary", "wage": "primary", "inq": "primary", "twn": "primary",
+                  "krishnamoorthi_whitepaper": "primary"}
+
+
+def _numbers(row):
+    """Every reported number in a row of the shared file, read independently of the importer."""
+    out = []
+    for k in ("value", "top1", "top5", "top1_err", "top5_err"):
+        v = row.get(k)
+        if isinstance(v, (int, float)):
+            out.append(float(v))
+        elif isinstance(v, str):
+            out += [float(x) for x in v.split("/")]
+    rows = row.get("rows")
+    if isinstance(rows, dict):
+        for v in rows.values():
+            vals = v if isinstance(v, list) else (v.split("/") if isinstance(v, str) else [v])
+            for x in vals:
+                try:
+                    out.append(float(x))
+                except ValueError:  # e.g. "mAP50 76.8 / mAP50:95 51.5": numbers inside words
+                    pass
+    return out
+
+
+def test_every_shared_figure_is_in_the_registry_with_its_status():
+    shared = yaml.safe_load(SHARED.read_text())["papers"]
+    assert sorted(REGISTRY_KEY.get(p["key"], p["key"]) for p in shared) == paper_keys()
+    for p in shared:
+        paper = load_paper(REGISTRY_KEY.get(p["key"], p["key"]))
+        have = {}
+        for f in paper.figures:
+            if isinstance(f.value, (int, float)):
+                have.setdefault((round(float(f.value), 6), f.status), 0)
+                have[(round(float(f.value), 6), f.status)] += 1
+        for row in p["rows"]:
+            status = row.get("status", COMMENT_STATUS.get(p["key"]))
+            for v in _numbers(row):
+                key = (round(v, 6), status)
+                assert have.get(key, 0) > 0, (p["key"], v, status, row)
+                have[key] -= 1
+
+
+def test_registry_statuses_are_known_and_unconfirmed_never_shown_as_confirmed():
+    for key in paper_keys():
+        for f in load_paper(key).figures:
+            assert f.status in STATUSES
+    rows = paper_table("back_to_simplicity", []).rows
+    statuses = [r[4] for r in rows]
+    assert "UNCONFIRMED" in statuses and "unconfirmed" not in statuses
+    assert statuses.count("secondary") == 1  # BinaryDenseNet-28 top-1, derived from the abstract
+
+
+def _fake_run(root: Path, name: str, method: str, seed: int, acc: float, status="completed", **method_keys):
+    d = root / name
+    d.mkdir(parents=True)
+    cfg = {"seed": seed, "method": {"name": method, **method_keys}, "model": {"name": "mlp"},
+           "dataset": {"name": "mnist"}, "trainer": {"epochs": 5, "device": "cpu"}, "data": {"root": str(root)}}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (d / "summary.json").write_text(json.dumps({"status": status, "final_val_acc": acc, "best_val_acc": acc,
+                                                "epochs_completed": 5}))
+
+
+def test_grouping_averages_seeds_never_configs_and_skips_unfinished(tmp_path):
+    _fake_run(tmp_path, "a", "binaryconnect", 0, 0.98, mode="det")
+    _fake_run(tmp_path, "b", "binaryconnect", 1, 0.99, mode="det")
+    _fake_run(tmp_path, "c", "binaryconnect", 0, 0.97, mode="stoch")
+    _fake_run(tmp_path, "d", "binaryconnect", 2, 0.10, status="failed", mode="det")
+    done, other = find_runs([str(tmp_path)])
+    assert len(done) == 3 and len(other) == 1
+    groups = sorted(group_runs(done), key=lambda g: len(g.runs))
+    assert [len(g.runs) for g in groups] == [1, 2]
+    mean, std = groups[1].mean_std()
+    assert math.isclose(mean, 0.985) and math.isclose(std, math.sqrt(2 * 0.005 ** 2))
+    table = compare([str(tmp_path)], ["method"])
+    assert [r[-1] for r in table.rows] == ['method.mode=det', 'method.mode=stoch']
+    assert table.rows[0][1].startswith("98.50 ± 0.71 (n=2)")
+    # the paper table: BinaryConnect det MNIST reported as error, reproduced 1.50 +- 0.71
+    rows = {r[1]: r for r in paper_table("binaryconnect", [str(tmp_path)]).rows}
+    det = rows["MNIST W1/A32 det"]
+    assert det[5] == "1.50 ± 0.71 (n=2)" and det[6] == "+0.21" and det[4] == "secondary"
+    assert rows["CIFAR10 W1/A32 det"][5] == "not run"
+
+
+def test_bad_table_and_compare_input(tmp_path):
+    with pytest.raises(UserError, match="unknown paper 'sqq'; valid: back_to_simplicity, binaryconnect"):
+        load_paper("sqq")
+    with pytest.raises(UserError, match="has no table 'T9'; valid: T1, T2"):
+        paper_table("sq", [], "T9")
+    with pytest.raises(UserError, match="no finished runs under"):
+        compare([str(tmp_path)], ["method"])
+    _fake_run(tmp_path, "a", "fp", 0, 0.9)
+    with pytest.raises(UserError, match="by='colour' is not a config key"):
+        compare([str(tmp_path)], ["colour"])
+
+
+def test_table_and_compare_commands_on_real_runs(tmp_path):
+    p = qbench("train", "-m", "method=binaryconnect", "seed=0,1", "model=mlp", "model.hidden=[64,64]",
+               "dataset=mnist", "data.subset=1000", "data.val_subset=500", "trainer.epochs=1", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    t = qbench("table", "paper=binaryconnect", "runs=runs", "out=tables", cwd=tmp_path)
+    assert t.returncode == 0, t.stderr
+    md = (tmp_path / "tables" / "table.md").read_text()
+    assert "(n=2)" in md and "not run" in md and "UNCONFIRMED" in md
+    assert (tmp_path / "tables" / "table.csv").is_file() and "\\begin{tabular}" in (tmp_path / "tables" / "table.tex").read_text()
+    c = qbench("compare", "runs=runs", "by=method,model", cwd=tmp_path)
+    assert c.returncode == 0 and "(n=2)" in c.stdout
+    bad = qbench("table", "paper=nope", cwd=tmp_path)
+    assert bad.returncode == 2 and "valid: back_to_simplicity" in bad.stderr
