@@ -129,7 +129,7 @@ def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path):
         (["train", "dataset=mnist", f"data.root={tmp_path / 'nowhere'}"], "not found under data root"),
         (["train", "resume=/no/such/run"], "not a qbench run directory"),
         (["train", "resume=/no/such/run", "seed=1"], "takes no other arguments"),
-        (["frobnicate"], "unknown command 'frobnicate'; valid: train, ptq, list"),
+        (["frobnicate"], "unknown command 'frobnicate'; valid: train, ptq, table, compare"),
     ]
     for args, message in cases:
         p = qbench(*args, cwd=tmp_path)
