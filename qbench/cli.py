@@ -22,6 +22,11 @@ commands:
                             post-training quantization of a finished full-precision run
   table paper=<key> [table=T] [runs=<dir>...] [out=<dir>]
                             a paper's reported figures beside your finished runs (status of each figure)
+  reproduce paper=<key> [table=T] [rows=id,...] [seeds=3] [tier=smoke|full] [key=value ...]
+                            run a paper's rows x seeds as one Hydra multirun (tagged for qbench table)
+  plot runs=<dir or glob>... [metric=val_acc] [by=method,model] [out=curves.png]
+  plot paper=<key> [table=T] [runs=<dir>] [tier=full|smoke] [metric=val_acc]
+                            learning curves overlaid: mean over seeds, min-max band (PNG)
   compare runs=<dir or glob>... [by=method,model]
                             finished runs side by side, mean ± std over seeds, one row per configuration
   list                      methods, models, datasets, optimizers and schedules
@@ -38,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
-    commands = {"train": train, "ptq": ptq_command, "table": table_command, "compare": compare_command,
-                "list": list_command}
+    commands = {"train": train, "ptq": ptq_command, "reproduce": reproduce_command, "table": table_command,
+                "compare": compare_command, "plot": plot_command, "list": list_command}
     try:
         if command not in commands:
             raise UserError(f"unknown command {command!r}; valid: {', '.join(commands)}")
@@ -168,9 +173,26 @@ def _kv(args: list[str], allowed: tuple[str, ...], command: str) -> dict[str, li
         if not eq or key not in allowed:
             raise UserError(f"qbench {command}: unexpected argument {a!r}; valid: "
                             + ", ".join(f"{k}=..." for k in allowed))
-        out.setdefault(key, []).extend(v for v in value.split(",") if v) if key in ("runs", "by") else \
+        out.setdefault(key, []).extend(v for v in value.split(",") if v) if key in ("runs", "by", "rows") else \
             out.setdefault(key, []).append(value)
     return out
+
+
+def reproduce_command(args: list[str]) -> int:
+    from qbench.results.reproduce import reproduce
+
+    own = ("paper", "table", "rows", "seeds", "tier")
+    kv = _kv([a for a in args if a.split("=", 1)[0] in own], own, "reproduce")
+    extra = [a for a in args if a.split("=", 1)[0] not in own]
+    if "paper" not in kv:
+        from qbench.results import paper_keys
+        raise UserError(f"qbench reproduce needs paper=<key>; valid: {', '.join(paper_keys())}")
+    seeds = (kv.get("seeds") or ["3"])[0]
+    if not seeds.isdigit():
+        raise UserError(f"seeds={seeds!r} is invalid; allowed: an integer >= 1")
+    reproduce(kv["paper"][0], (kv.get("table") or [None])[0], kv.get("rows"), int(seeds),
+              (kv.get("tier") or ["full"])[0], extra)
+    return 0
 
 
 def table_command(args: list[str]) -> int:
@@ -178,15 +200,57 @@ def table_command(args: list[str]) -> int:
 
     from qbench.results.tables import paper_table
 
-    kv = _kv(args, ("paper", "table", "runs", "out"), "table")
+    kv = _kv(args, ("paper", "table", "runs", "out", "tier"), "table")
     if "paper" not in kv:
         from qbench.results import paper_keys
         raise UserError(f"qbench table needs paper=<key>; valid: {', '.join(paper_keys())}")
     key = kv["paper"][0]
-    out = paper_table(key, kv.get("runs", ["runs"]), (kv.get("table") or [None])[0])
+    tier = (kv.get("tier") or ["full"])[0]
+    out = paper_table(key, kv.get("runs", ["runs"]), (kv.get("table") or [None])[0], tier)
     out.show(Console())
     written = out.write(Path((kv.get("out") or [f"results/{key}"])[0]), "table" + (
-        f"_{kv['table'][0]}" if "table" in kv else ""))
+        f"_{kv['table'][0]}" if "table" in kv else "") + ("_smoke" if tier == "smoke" else ""))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def plot_command(args: list[str]) -> int:
+    from qbench.results.plots import plot_curves
+
+    kv = _kv(args, ("runs", "paper", "table", "tier", "metric", "by", "out"), "plot")
+    metric = (kv.get("metric") or ["val_acc"])[0]
+    if "paper" in kv:
+        from qbench.results.registry import load_paper
+        from qbench.results.runs import find_runs, group_runs
+        from qbench.results.tables import _candidates
+
+        key, tier = kv["paper"][0], (kv.get("tier") or ["full"])[0]
+        paper = load_paper(key)
+        groups = group_runs(find_runs(kv.get("runs", ["runs"]))[0])
+        tables = kv.get("table") or paper.tables()
+        written = []
+        for t in tables:
+            series = []
+            for f in paper.figures:
+                matched = _candidates(f, groups, tier) if (f.table or "-") == t else []
+                if len(matched) == 1:
+                    series.append((f.label, matched[0].runs))
+            if series:
+                name = f"curves_{t if t != '-' else 'main'}{'_smoke' if tier == 'smoke' else ''}.png"
+                out = Path((kv.get("out") or [f"results/{key}"])[0]) / name.replace(" ", "_").replace("§", "")
+                written.append(plot_curves(series, metric, f"{key} {t} ({tier} tier)", out))
+        if not written:
+            raise UserError(f"no finished {tier}-tier runs for paper {key!r} under {', '.join(kv.get('runs', ['runs']))}")
+    else:
+        from qbench.results.tables import labelled_groups
+
+        if "runs" not in kv:
+            raise UserError("qbench plot needs runs=<run folder or glob> or paper=<key>")
+        labelled, _ = labelled_groups(kv["runs"], kv.get("by", ["method", "model"]))
+        series = [("/".join(str(v) for v in values) + (f" [{others}]" if others else ""), g.runs)
+                  for values, others, g in labelled]
+        written = [plot_curves(series, metric, f"{metric} of {', '.join(kv['runs'])}",
+                               Path((kv.get("out") or ["curves.png"])[0]))]
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

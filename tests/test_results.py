@@ -124,3 +124,39 @@ def test_table_and_compare_commands_on_real_runs(tmp_path):
     assert c.returncode == 0 and "(n=2)" in c.stdout
     bad = qbench("table", "paper=nope", cwd=tmp_path)
     assert bad.returncode == 2 and "valid: back_to_simplicity" in bad.stderr
+
+
+def test_reproduce_smoke_table_and_plots_end_to_end(tmp_path):
+    rows = "rows=mnist_w1_a32_det_err,mnist_w1_a32_stoch_err"
+    p = qbench("reproduce", "paper=binaryconnect", rows, "seeds=2", "tier=smoke", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    runs = [d for d in (tmp_path / "runs" / "reproduce" / "binaryconnect" / "smoke").glob("*/*") if d.is_dir()]
+    assert len(runs) == 4  # 2 rows x 2 seeds, one Hydra multirun
+    cfg = yaml.safe_load((runs[0] / "config.yaml").read_text())
+    assert cfg["tags"]["paper"] == "binaryconnect" and cfg["tags"]["tier"] == "smoke"
+    assert cfg["trainer"]["loss"] == "squared_hinge" and cfg["data"]["subset"] == 256  # recipe, then the sliver
+    t = qbench("table", "paper=binaryconnect", "tier=smoke", "out=out", cwd=tmp_path)
+    md = (tmp_path / "out" / "table_smoke.md").read_text()
+    assert t.returncode == 0 and "SMOKE TIER" in md and md.count("(n=2)") == 2
+    full = qbench("table", "paper=binaryconnect", "out=out", cwd=tmp_path)  # smoke runs never count as full
+    assert full.returncode == 0 and "(n=2)" not in (tmp_path / "out" / "table.md").read_text()
+    pl = qbench("plot", "paper=binaryconnect", "tier=smoke", "out=out", cwd=tmp_path)
+    assert pl.returncode == 0 and (tmp_path / "out" / "curves_main_smoke.png").stat().st_size > 10000
+    pr = qbench("plot", "runs=runs", "metric=train_loss", "out=c.png", cwd=tmp_path)
+    assert pr.returncode == 0 and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reproduce_and_plot_mistakes(tmp_path):
+    cases = [
+        (["reproduce", "paper=binaryconnect", "rows=nope"], "row 'nope' is not a runnable row of binaryconnect"),
+        (["reproduce", "paper=inq"], "has no row with a qbench experiment yet"),
+        (["reproduce", "paper=sq", "tier=medium"], "tier='medium' is invalid; valid: full, smoke"),
+        (["reproduce", "paper=sq", "seeds=0"], "seeds=0 is invalid"),
+        (["reproduce", "paper=bnn", "trainer.epoch=2"], "unknown config key 'trainer.epoch'"),
+        (["plot", "runs=nowhere"], "no finished runs under nowhere"),
+        (["plot", "paper=sq", "runs=nowhere"], "no finished full-tier runs for paper 'sq'"),
+    ]
+    for args, message in cases:
+        p = qbench(*args, cwd=tmp_path)
+        assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, (args, p.stderr)
+    assert not (tmp_path / "runs").exists()

@@ -87,19 +87,31 @@ def _matches(group: Group, experiment: dict) -> bool:
     return all(group.get(k) == v for k, v in want.items())
 
 
-def paper_table(key: str, run_patterns: list[str], table: str | None = None) -> Output:
+def paper_table(key: str, run_patterns: list[str], table: str | None = None, tier: str = "full") -> Output:
     paper = load_paper(key)
     if table is not None and table not in paper.tables():
         raise UserError(f"paper {key!r} has no table {table!r}; valid: {choices(paper.tables())}")
     done, _ = find_runs(run_patterns)
     groups = group_runs(done)
-    out = Output(f"{paper.cite}", ["table", "figure", "metric", "paper", "status", "reproduced (mean ± std)",
-                                   "Δ", "epochs"])
+    if tier not in ("full", "smoke"):
+        raise UserError(f"tier={tier!r} is invalid; valid: full, smoke")
+    title = paper.cite + (" -- SMOKE TIER: plumbing check on data slivers, not a reproduction" if tier == "smoke" else "")
+    out = Output(title, ["table", "figure", "metric", "paper", "status", "reproduced (mean ± std)", "Δ", "epochs"])
     for f in paper.figures:
         if table is not None and (f.table or "-") != table:
             continue
-        out.add(*_figure_row(f, groups))
+        out.add(*_figure_row(f, _candidates(f, groups, tier)))
     return out
+
+
+def _candidates(f: Figure, groups: list[Group], tier: str) -> list[Group]:
+    """Runs qbench reproduce made for this row and tier; for tier=full, else the user's own untagged runs of
+    the row's experiment."""
+    tagged = [g for g in groups if g.get("tags.row") == f.id and g.get("tags.paper") == f.paper
+              and g.get("tags.tier") == tier]
+    if tagged or tier != "full" or not f.experiment:
+        return tagged
+    return [g for g in groups if g.get("tags.row") is None and _matches(g, f.experiment)]
 
 
 def _figure_row(f: Figure, groups: list[Group]) -> list:
@@ -108,7 +120,7 @@ def _figure_row(f: Figure, groups: list[Group]) -> list:
     base = [f.table or "-", f.label, f.metric, paper_value, status]
     if not f.experiment:
         return base + ["no qbench experiment yet", "", ""]
-    matched = [g for g in groups if _matches(g, f.experiment)]
+    matched = groups
     if not matched:
         return base + ["not run", "", ""]
     if len(matched) > 1:  # different recipes are never averaged together
@@ -125,7 +137,8 @@ def _figure_row(f: Figure, groups: list[Group]) -> list:
     return base + [_fmt(mean, std, len(values)), delta, "/".join(map(str, epochs))]
 
 
-def compare(run_patterns: list[str], by: list[str]) -> Output:
+def labelled_groups(run_patterns: list[str], by: list[str]) -> tuple[list[tuple[list, str, Group]], int]:
+    """(by-values, other differences, group) for every configuration among the finished runs."""
     done, other = find_runs(run_patterns)
     if not done:
         raise UserError(f"no finished runs under {', '.join(run_patterns)} (looked for run directories with "
@@ -142,16 +155,20 @@ def compare(run_patterns: list[str], by: list[str]) -> Output:
     for g in groups:
         same_by.setdefault(tuple(json.dumps(g.get(k)) for k in keys), []).append(g)
     rest = sorted({k for gs in same_by.values() if len(gs) > 1 for k in differing_keys(gs)} - set(keys))
-    out = Output(f"{len(done)} finished runs in {len(groups)} configurations",
+    labelled = [([g.get(k) for k in keys],
+                 ", ".join(f"{k}={json.loads(g.config[k]) if k in g.config else None}" for k in rest), g)
+                for g in groups]
+    return sorted(labelled, key=lambda t: [str(c) for c in t[0]] + [t[1]]), len(done)
+
+
+def compare(run_patterns: list[str], by: list[str]) -> Output:
+    labelled, n_runs = labelled_groups(run_patterns, by)
+    out = Output(f"{n_runs} finished runs in {len(labelled)} configurations",
                  [*by, "val acc % (mean ± std)", "best %", "epochs", "other differences"])
-    rows = []
-    for g in groups:
+    for values, others, g in labelled:
         mean, std = g.mean_std()
         best, _ = g.mean_std("best_val_acc")
         epochs = "/".join(str(e) for e in sorted({r.summary.get("epochs_completed") for r in g.runs}))
-        others = ", ".join(f"{k}={json.loads(g.config[k]) if k in g.config else None}" for k in rest)
-        rows.append([*(g.get(k) for k in keys), _fmt(100 * mean, 100 * std, len(g.values())) if mean is not None
-                     else "-", f"{100 * best:.2f}" if best is not None else "-", epochs, others])
-    for r in sorted(rows, key=lambda r: [str(c) for c in r[:len(keys)]] + [r[-1]]):
-        out.add(*r)
+        out.add(*values, _fmt(100 * mean, 100 * std, len(g.values())) if mean is not None else "-",
+                f"{100 * best:.2f}" if best is not None else "-", epochs, others)
     return out
