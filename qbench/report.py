@@ -44,6 +44,12 @@ class MetricsLog:
             self.tb.add_scalar(TB_NAMES.get(key, f"method/{key}"), value, record["epoch"])
         self.tb.flush()
 
+    def hparams(self, hparams: dict, metrics: dict) -> None:
+        """TensorBoard's HPARAMS tab: the run's settings beside its final metrics, in this run's folder."""
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+        self.tb.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items() if v is not None}, run_name=".")
+        self.tb.flush()
+
     def close(self) -> None:
         self.tb.close()
 

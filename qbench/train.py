@@ -169,6 +169,8 @@ class Trainer:
                     self.metrics.write(record)
                     log.info(_epoch_line(record, self.epochs))
             summary = self._summary("completed")
+            self.metrics.hparams(self._hparams(), {"final_val_acc": summary["final_val_acc"],
+                                                   "best_val_acc": summary["best_val_acc"]})
         except KeyboardInterrupt:
             summary = self._summary("interrupted")
             raise
@@ -182,6 +184,18 @@ class Trainer:
             write_json(self.run_dir / "summary.json", summary)
             self.metrics.close()
         return summary
+
+    def _hparams(self) -> dict:
+        """method, model, dataset, seed and the run's own command-line overrides (Hydra's overrides.yaml)."""
+        c = self.cfg
+        hp = {"method": c.method.name, "model": c.model.name, "dataset": c.dataset.name, "seed": int(c.seed)}
+        overrides = self.run_dir / ".hydra" / "overrides.yaml"
+        if overrides.is_file():
+            for o in OmegaConf.load(overrides):
+                key, _, value = str(o).partition("=")
+                if not key.lstrip("+~").startswith("hydra"):
+                    hp[key.lstrip("+~")] = value
+        return hp
 
     def _summary(self, status: str) -> dict:
         accs = [r["val_acc"] for r in self.history if r["val_acc"] is not None]

@@ -34,7 +34,11 @@ def test_train_mnist_binaryconnect_end_to_end(tmp_path):
     assert [r["epoch"] for r in m] == [1, 2]
     assert set(m[0]) >= {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.pt").is_file()
-    assert any((run / "tb").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tb = EventAccumulator(str(run / "tb"))
+    tb.Reload()
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "hparam/final_val_acc"} <= set(tb.Tags()["scalars"])
+    assert "_hparams_/experiment" in tb.summary_metadata  # Hydra overrides as TensorBoard hparams
     assert "binaryconnect(mode=det)" in (run / "train.log").read_text()  # the layer table
 
 
