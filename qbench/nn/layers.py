@@ -31,10 +31,22 @@ def describe_quantizer(q: Quantizer | None) -> str:
 
 
 class _QuantizedMixin:
+    """What QConv2d and QLinear share; each adds only its operation ``_op(x, w)``."""
+
     weight_quantizer: Quantizer | None
     input_quantizer: Quantizer | None
     output_quantizer: Quantizer | None = None
     input_scale: Callable[..., torch.Tensor] | None = None  # f(real input, **geometry) -> output scale (XNOR K)
+
+    def __init__(self, *args, weight_quantizer: Quantizer | None = None, input_quantizer: Quantizer | None = None,
+                 output_quantizer: Quantizer | None = None, input_scale=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_quantizers(weight_quantizer, input_quantizer, output_quantizer, input_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self._scale(x)
+        x, w = self._quantize(x)
+        return self._output(self._op(x, w), scale)
 
     def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.input_quantizer is not None:
@@ -84,27 +96,13 @@ class _QuantizedMixin:
 
 
 class QConv2d(_QuantizedMixin, nn.Conv2d):
-    def __init__(self, *args, weight_quantizer: Quantizer | None = None, input_quantizer: Quantizer | None = None,
-                 output_quantizer: Quantizer | None = None, input_scale=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._set_quantizers(weight_quantizer, input_quantizer, output_quantizer, input_scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self._scale(x)
-        x, w = self._quantize(x)
-        return self._output(self._conv_forward(x, w, self.bias), scale)
+    def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, w, self.bias)
 
 
 class QLinear(_QuantizedMixin, nn.Linear):
-    def __init__(self, *args, weight_quantizer: Quantizer | None = None, input_quantizer: Quantizer | None = None,
-                 output_quantizer: Quantizer | None = None, input_scale=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._set_quantizers(weight_quantizer, input_quantizer, output_quantizer, input_scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self._scale(x)
-        x, w = self._quantize(x)
-        return self._output(F.linear(x, w, self.bias), scale)
+    def _op(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, w, self.bias)
 
 
 def is_quantized(module: nn.Module) -> bool:
