@@ -29,6 +29,8 @@ commands:
                             learning curves overlaid: mean over seeds, min-max band (PNG)
   compare runs=<dir or glob>... [by=method,model]
                             finished runs side by side, mean ± std over seeds, one row per configuration
+  summary model=<m> method=<m> dataset=<d> [key=value ...]
+                            per layer: bits, parameters, MACs; model size quantized vs float32
   list                      methods, models, datasets, optimizers and schedules
 
 `qbench train --help` shows the config groups and every option."""
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     commands = {"train": train, "ptq": ptq_command, "reproduce": reproduce_command, "table": table_command,
-                "compare": compare_command, "plot": plot_command, "list": list_command}
+                "compare": compare_command, "plot": plot_command, "summary": summary_command, "list": list_command}
     try:
         if command not in commands:
             raise UserError(f"unknown command {command!r}; valid: {', '.join(commands)}")
@@ -196,7 +198,7 @@ def reproduce_command(args: list[str]) -> int:
 
 
 def table_command(args: list[str]) -> int:
-    from rich.console import Console
+    from qbench.report import console
 
     from qbench.results.tables import paper_table
 
@@ -207,7 +209,7 @@ def table_command(args: list[str]) -> int:
     key = kv["paper"][0]
     tier = (kv.get("tier") or ["full"])[0]
     out = paper_table(key, kv.get("runs", ["runs"]), (kv.get("table") or [None])[0], tier)
-    out.show(Console())
+    out.show(console())
     written = out.write(Path((kv.get("out") or [f"results/{key}"])[0]), "table" + (
         f"_{kv['table'][0]}" if "table" in kv else "") + ("_smoke" if tier == "smoke" else ""))
     print("wrote " + ", ".join(str(p) for p in written))
@@ -255,8 +257,21 @@ def plot_command(args: list[str]) -> int:
     return 0
 
 
+def summary_command(args: list[str]) -> int:
+    from qbench.config import check_overrides, compose
+    from qbench.summary import print_summary, summarize
+
+    bad = [a for a in args if a.startswith("-")]
+    if bad:
+        raise UserError(f"qbench summary takes key=value overrides only; got {' '.join(bad)}")
+    check_overrides(list(args), data=False)  # a summary reads no data
+    cfg = compose(list(args))
+    print_summary(cfg, summarize(cfg))
+    return 0
+
+
 def compare_command(args: list[str]) -> int:
-    from rich.console import Console
+    from qbench.report import console
 
     from qbench.results.tables import compare
 
@@ -264,7 +279,7 @@ def compare_command(args: list[str]) -> int:
     if "runs" not in kv:
         raise UserError("qbench compare needs runs=<run folder or glob>[,...]")
     out = compare(kv["runs"], kv.get("by", ["method", "model"]))
-    out.show(Console())
+    out.show(console())
     if "out" in kv:
         print("wrote " + ", ".join(str(p) for p in out.write(Path(kv["out"][0]), "compare")))
     return 0

@@ -57,8 +57,9 @@ def _values(o) -> list[str]:
     return [o.input_line]
 
 
-def check_overrides(overrides: list[str]) -> None:
-    """Check every job a (multi)run would launch, before Hydra makes any directory."""
+def check_overrides(overrides: list[str], data: bool = True) -> None:
+    """Check every job a (multi)run would launch, before Hydra makes any directory (``data``: and that its
+    dataset's files are there)."""
     parsed = [o for o in _parse(overrides) if not o.key_or_group.startswith("hydra")]
     for o in parsed:
         group = o.key_or_group
@@ -95,7 +96,7 @@ def check_overrides(overrides: list[str]) -> None:
             raise UserError(_first_line(e)) from None
         validate(cfg)
         data_key = (cfg.dataset.name, cfg.data.root, cfg.data.download)
-        if data_key not in checked_data:
+        if data and data_key not in checked_data:
             check_data(cfg)
             checked_data.add(data_key)
 

@@ -17,6 +17,12 @@ TB_NAMES = {"train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "v
             "lr": "lr"}
 
 
+def console() -> Console:
+    """A console for tables: the terminal's width, or 160 columns when output goes to a file or pipe."""
+    c = Console()
+    return c if c.is_terminal else Console(width=160)
+
+
 class MetricsLog:
     """One JSON object per epoch in metrics.jsonl, and the same scalars in TensorBoard (run_dir/tb)."""
 

@@ -42,8 +42,11 @@ def test_every_model_trains_a_step_with_every_method(model, method):
     kwargs = {k: v for k, v in cfg.model.items() if k not in ("name", "summary")}
     if m.activation:
         kwargs["activation"] = m.activation
-    if "width" in kwargs and model.startswith("vgg"):
+    # narrow versions: this test is about every method reaching every layer, not about size
+    if "width" in kwargs:
         kwargs["width"] = 0.125
+    if "growth_rate" in kwargs:
+        kwargs["growth_rate"] = 8
     net = create_model(model, 3, 10, 32, **kwargs)
     m.apply(net)
     out = net(torch.randn(4, 3, 32, 32))
@@ -74,7 +77,7 @@ def test_vgg_small_layout():
 
 @pytest.mark.parametrize("overrides,message", [
     (["method=xnor_magic"], "unknown method 'xnor_magic'; valid: binaryconnect, bnn, bwn, dorefa, fp"),
-    (["model=resnet19"], "unknown model 'resnet19'; valid: mlp, resnet18"),
+    (["model=resnet19"], "unknown model 'resnet19'; valid: alexnet_bn, binarydensenet28"),
     (["method=fp,bnn,nope"], "unknown method 'nope'"),
     (["trainer.epoch=3"], "unknown config key 'trainer.epoch'; keys under 'trainer': amp, batch_size"),
     (["method=qat", "method.quant_delay=-2"], "quant_delay must be a whole number of epochs >= 0, got -2"),
@@ -109,3 +112,14 @@ def test_hwgq_activations_combine_with_any_weight_quantizer():
         assert build_method(cfg.method).input_quantizer is hwgq
     cfg = compose(["method=twn", "method.input_quantizer={_target_:qbench.quant.hwgq,_partial_:true,k:3}"])
     assert build_method(cfg.method).input_quantizer.keywords == {"k": 3}
+
+
+def test_back_to_simplicity_knobs_on_the_bnn_method():
+    from qbench.quant import sign
+    cfg = compose(["method=bnn", "method.ste=approxsign", "method.clip_threshold=1.3", "method.scaling=channel"])
+    m = build_method(cfg.method)
+    w = torch.tensor([[0.5, -2.0]])
+    assert torch.allclose(m.weight_quantizer(w), sign(w) * 1.25)  # channel scale mean|w| = 1.25
+    assert m.callbacks[0].bound == 1.3  # weights clipped at the same threshold
+    with pytest.raises(UserError, match="ste must be 'clip' or 'approxsign', got 'tanh'"):
+        validate(compose(["method=bnn", "method.ste=tanh"]))

@@ -9,7 +9,7 @@ X = torch.tensor([-1.5, -1.0, -0.3, 0.0, 0.4, 1.0, 2.0])
 G = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])  # upstream gradient, distinct per element
 
 
-def grad_of(fn, x=X, g=G):
+def grad_of(fn, x=X, g=G):  # noqa: D103
     x = x.clone().requires_grad_(True)
     fn(x).backward(g)
     return x.grad
@@ -71,5 +71,28 @@ def test_aliases():
     assert get_quantizer(None) is None
     assert get_quantizer("ste_sign") is quant.ste_sign
     assert torch.equal(grad_of(get_quantizer("ste_sign", clip=0.5)), torch.tensor([0.0, 0, 3, 4, 5, 0, 0]))
-    with pytest.raises(ValueError, match="valid: binarize_scaled, binaryconnect, dorefa_activation, dorefa_weight, hwgq, sign, ste_sign"):
+    with pytest.raises(ValueError, match="valid: approx_sign, binarize_scaled, binaryconnect, dorefa_activation"):
         get_quantizer("xnor_magic")
+
+
+def test_approx_sign_gradient_eq3_by_hand():
+    from qbench.quant import approx_sign
+    x = torch.tensor([-1.5, -0.5, 0.0, 0.25, 1.0])
+    assert torch.equal(approx_sign(x), torch.tensor([-1.0, -1, 1, 1, 1]))
+    # 2 - 2|x| inside [-1, 1]: [0, 1, 2, 1.5, 0]
+    assert torch.allclose(grad_of(approx_sign, x, torch.ones(5)), torch.tensor([0.0, 1.0, 2.0, 1.5, 0.0]))
+    # clip c = 2: (2/c)(1 - |x|/c) = 1 - |x|/2
+    assert torch.allclose(grad_of(lambda v: approx_sign(v, 2.0), x, torch.ones(5)),
+                          torch.tensor([0.25, 0.75, 1.0, 0.875, 0.5]))
+
+
+def test_binarize_choices():
+    from qbench.quant import binarize
+    w = torch.tensor([[0.5, -1.5], [0.2, -0.2]])
+    assert torch.equal(binarize(w), sign(w))
+    assert torch.allclose(binarize(w, scaling="channel"), torch.tensor([[1.0, -1.0], [0.2, -0.2]]))
+    assert torch.equal(grad_of(lambda v: binarize(v, clip=1.3), X), torch.tensor([0.0, 2, 3, 4, 5, 6, 0]))
+    for kwargs, msg in (({"ste": "tanh"}, "ste must be"), ({"scaling": "layer"}, "scaling must be"),
+                        ({"clip": 0.0}, "clip_threshold must be > 0")):
+        with pytest.raises(ValueError, match=msg):
+            binarize(w, **kwargs)

@@ -2,6 +2,8 @@
 
 vgg_small (BinaryConnect / BNN CIFAR-10): 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-2x1024FC-10, every layer
   followed by BN (the output too), pooling before BN as in the BNN code: conv -> MP -> BN -> act.
+vgg7 (TWN, WAGE): 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-1024FC-10; ``bn=false`` is WAGE's form (no batch
+  norm anywhere, which WAGE replaces by constant layer scales).
 vgg9 (Stochastic Quantization, Dong et al. 2017, official prototxt): 2x64C3-MP2-D.25-2x128C3-MP2-D.25-
   2x256C3-MP2-D.25-512FC-D.5-512FC-D.5-10FC; conv/FC -> BN -> ReLU, pool after; last FC with bias, no BN.
 """
@@ -15,23 +17,27 @@ from qbench.models.registry import activation as make_act, register_model
 SPECS = {
     "vgg_small": dict(stages=[(128, 2), (256, 2), (512, 2)], fc=[1024, 1024], pool_before_bn=True,
                       out_bn=True, conv_dropout=0.0, fc_dropout=0.0),
+    "vgg7": dict(stages=[(128, 2), (256, 2), (512, 2)], fc=[1024], pool_before_bn=False,
+                 out_bn=False, conv_dropout=0.0, fc_dropout=0.0),
     "vgg9": dict(stages=[(64, 2), (128, 2), (256, 2)], fc=[512, 512], pool_before_bn=False,
                  out_bn=False, conv_dropout=0.25, fc_dropout=0.5),
 }
 
 
 def _vgg(spec: dict, in_channels: int, num_classes: int, image_size: int, width: float, activation: str,
-         bn_eps: float, out_bn: bool, conv_dropout: float, fc_dropout: float) -> nn.Module:
+         bn_eps: float, out_bn: bool, conv_dropout: float, fc_dropout: float, bn: bool = True) -> nn.Module:
+    norm2d = (lambda c: nn.BatchNorm2d(c, eps=bn_eps)) if bn else (lambda c: nn.Identity())
+    norm1d = (lambda c: nn.BatchNorm1d(c, eps=bn_eps)) if bn else (lambda c: nn.Identity())
     layers: list[nn.Module] = []
     c_in, size = in_channels, image_size
     for channels, convs in spec["stages"]:
         c = max(1, round(channels * width))
         for j in range(convs):
             pool = j == convs - 1
-            layers.append(nn.Conv2d(c_in, c, 3, padding=1, bias=False))
+            layers.append(nn.Conv2d(c_in, c, 3, padding=1, bias=not bn))
             if pool and spec["pool_before_bn"]:
                 layers.append(nn.MaxPool2d(2))
-            layers += [nn.BatchNorm2d(c, eps=bn_eps), make_act(activation)]
+            layers += [norm2d(c), make_act(activation)]
             if pool and not spec["pool_before_bn"]:
                 layers.append(nn.MaxPool2d(2))
             c_in = c
@@ -42,12 +48,12 @@ def _vgg(spec: dict, in_channels: int, num_classes: int, image_size: int, width:
     f_in = c_in * size * size
     for f in spec["fc"]:
         f = max(1, round(f * width))
-        layers += [nn.Linear(f_in, f, bias=False), nn.BatchNorm1d(f, eps=bn_eps), make_act(activation)]
+        layers += [nn.Linear(f_in, f, bias=not bn), norm1d(f), make_act(activation)]
         if fc_dropout:
             layers.append(nn.Dropout(fc_dropout))
         f_in = f
-    layers.append(nn.Linear(f_in, num_classes, bias=not out_bn))
-    if out_bn:
+    layers.append(nn.Linear(f_in, num_classes, bias=not (out_bn and bn)))
+    if out_bn and bn:
         layers.append(nn.BatchNorm1d(num_classes, eps=bn_eps))
     return nn.Sequential(*layers)
 
@@ -57,9 +63,9 @@ def _register(name: str):
 
     def build(in_channels: int, num_classes: int, image_size: int, width: float = 1.0,
               activation: str = "relu", bn_eps: float = 1e-5, out_bn: bool = spec["out_bn"],
-              conv_dropout: float = spec["conv_dropout"], fc_dropout: float = spec["fc_dropout"]):
+              conv_dropout: float = spec["conv_dropout"], fc_dropout: float = spec["fc_dropout"], bn: bool = True):
         return _vgg(spec, in_channels, num_classes, image_size, width, activation, bn_eps, out_bn,
-                    conv_dropout, fc_dropout)
+                    conv_dropout, fc_dropout, bn)
 
     build.__name__ = name
     register_model(name, max_image_size=64)(build)

@@ -4,7 +4,15 @@ Nothing here knows about layers, models or training. Every function takes and re
 gradient a function passes back *is* part of the paper's method and is documented next to the forward rule.
 Quantizers are found by a short alias (``get_quantizer("ste_sign")``), as in Larq.
 """
-from qbench.quant.binary import binaryconnect, hard_sigmoid, sign, ste_sign, stochastic_binarize
+from qbench.quant.binary import (
+    approx_sign,
+    binarize,
+    binaryconnect,
+    hard_sigmoid,
+    sign,
+    ste_sign,
+    stochastic_binarize,
+)
 from qbench.quant.dorefa import (
     dorefa_activation,
     dorefa_gradient,
@@ -19,7 +27,7 @@ from qbench.quant.uniform import affine_qparams, fake_quant_affine, stochastic_r
 from qbench.quant.registry import QUANTIZERS, get_quantizer
 
 __all__ = [
-    "QUANTIZERS", "affine_qparams", "binarize_scaled", "binaryconnect", "dorefa_activation", "dorefa_gradient",
+    "QUANTIZERS", "affine_qparams", "approx_sign", "binarize", "binarize_scaled", "binaryconnect", "dorefa_activation", "dorefa_gradient",
     "dorefa_gradient_ste", "dorefa_weight", "fake_quant_affine", "get_quantizer", "hard_sigmoid", "hwgq", "hwgq_step",
     "quantize_k", "sign", "ste_sign", "stochastic_binarize", "stochastic_round", "straight_through", "ternarize", "twn",
     "xnor_activation_scale",

@@ -55,3 +55,38 @@ def binaryconnect(w: torch.Tensor, mode: str = "det", generator: torch.Generator
     else:
         raise ValueError(f"binaryconnect mode must be 'det' or 'stoch', got {mode!r}")
     return straight_through(wb, w)
+
+
+def approx_sign(x: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
+    """Sign with the ApproxSign gradient (Bi-Real Net; "Back to Simplicity" eq. 3).
+
+    forward:  q = sign(x)
+    backward: dq/dx = (2 / c) (1 - |x| / c) for |x| <= c, else 0   (c = 1: 2 - 2|x|, the derivative of the
+              piecewise quadratic that approximates sign)
+    """
+    c = float(clip)
+    inside = x.abs() <= c
+    # the surrogate's derivative is the ApproxSign gradient: d/dx [(2/c)(x - x|x| / (2c))] = (2/c)(1 - |x|/c)
+    surrogate = (2 / c) * (x - x * x.abs() / (2 * c))
+    return straight_through(sign(x), torch.where(inside, surrogate, surrogate.detach()))
+
+
+def binarize(x: torch.Tensor, ste: str = "clip", clip: float = 1.0, scaling: str = "none") -> torch.Tensor:
+    """A binary quantizer assembled from the choices "Back to Simplicity" compares:
+
+    ste="clip":       sign with the clipped-identity STE 1[|x| <= clip] (eq. 2; BNN's with clip = 1)
+    ste="approxsign": sign with the ApproxSign gradient (eq. 3)
+    scaling="channel": multiply by mean|x| per output channel (held constant), as XNOR-Net's alpha;
+    scaling="none":    plain +-1 (the paper finds scaling unneeded when batch norm follows)
+    """
+    if ste not in ("clip", "approxsign"):
+        raise ValueError(f"ste must be 'clip' or 'approxsign', got {ste!r}")
+    if scaling not in ("none", "channel"):
+        raise ValueError(f"scaling must be 'none' or 'channel', got {scaling!r}")
+    if not clip > 0:
+        raise ValueError(f"clip_threshold must be > 0, got {clip}")
+    q = ste_sign(x, clip) if ste == "clip" else approx_sign(x, clip)
+    if scaling == "channel":
+        dims = tuple(range(1, x.dim()))
+        q = q * (x.abs().mean(dim=dims, keepdim=True) if dims else x.abs().mean()).detach()
+    return q

@@ -9,6 +9,7 @@ from qbench.quant import binary, dorefa, halfwave, scaled
 QUANTIZERS: dict[str, Callable] = {
     "sign": binary.sign,
     "ste_sign": binary.ste_sign,
+    "approx_sign": binary.approx_sign,
     "stochastic_binarize": binary.stochastic_binarize,
     "binaryconnect": binary.binaryconnect,
     "binarize_scaled": scaled.binarize_scaled,
@@ -36,3 +37,26 @@ def get_quantizer(spec, **kwargs) -> Callable | None:
     else:
         raise TypeError(f"a quantizer is an alias, a callable or None, got {type(spec).__name__}")
     return functools.partial(fn, **kwargs) if kwargs else fn
+
+
+# storage bits of each quantizer's values; multi-bit ones read their bit width from their arguments
+ONE_BIT = {"sign", "ste_sign", "approx_sign", "binarize", "binaryconnect", "binarize_scaled", "stochastic_binarize"}
+BIT_ARGUMENT = {"dorefa_weight": "k", "dorefa_activation": "k", "hwgq": "k", "dorefa_gradient_ste": "k"}
+
+
+def quantizer_bits(q) -> int:
+    """Bits per value of what ``q`` produces: 32 for None (full precision), 2 for ternary (TWN)."""
+    if q is None:
+        return 32
+    if hasattr(q, "bits"):  # FakeQuant
+        return int(q.bits)
+    kwargs = dict(q.keywords) if isinstance(q, functools.partial) else {}
+    fn = q.func if isinstance(q, functools.partial) else q
+    name = getattr(fn, "__name__", "")
+    if name in ONE_BIT:
+        return 1
+    if name == "twn":
+        return 2
+    if name in BIT_ARGUMENT:
+        return int(kwargs.get(BIT_ARGUMENT[name], 2))
+    return 32
