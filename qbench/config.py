@@ -152,6 +152,9 @@ def validate(cfg: DictConfig) -> None:
                         f"and dataset {cfg.dataset.name!r} has {cfg.dataset.image_size} px images; "
                         f"models for it: {choices(n for n, e in MODELS.items() if e.max_image_size is None)}")
     method = build_method(cfg.method)  # instantiates and probes the quantizers and callbacks
+    if method.init:
+        from qbench.methods.base import check_init_run
+        check_init_run(method.init, cfg)
     if method.fold_bn:  # a model without conv -> BN pairs cannot fold: say so before any run starts
         from qbench.models import create_model
         kwargs = {k: v for k, v in cfg.model.items() if k not in ("name", "summary")}

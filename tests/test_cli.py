@@ -202,3 +202,28 @@ def test_qat_with_quant_delay_and_ptq_of_a_trained_fp_run(tmp_path):
     assert (ptq / "config.yaml").is_file() and (ptq / "checkpoints" / "last.pt").is_file()
     r2 = qbench("ptq", f"run={fp}", "method.w_bits=2", "method.a_bits=8", "method.calib_batches=5", cwd=tmp_path)
     assert _summary(run_dir_of(r2))["weight_only_val_acc"] < s["weight_only_val_acc"]  # 2-bit weights hurt
+
+
+def test_method_init_starts_from_a_finished_fp_run(tmp_path):
+    fp = run_dir_of(qbench("train", "method=fp", *TINY_MNIST, "data.subset=500", "trainer.epochs=1", cwd=tmp_path))
+    from qbench.config import compose
+    from qbench.methods import build_method
+    from qbench.models import create_model
+    cfg = compose(["method=bnn", f"method.init={fp}", "model=mlp", "model.hidden=[64,64]", "dataset=mnist"])
+    method = build_method(cfg.method)
+    net = create_model("mlp", 1, 10, 28, hidden=[64, 64], activation="hardtanh")
+    method.apply(net)
+    src = torch.load(fp / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in src.items())  # starts from the fp weights
+
+    ok = qbench("train", "method=bnn", f"method.init={fp}", *TINY_MNIST, "data.subset=500", "trainer.epochs=1",
+                cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    rest = ["dataset=mnist", "trainer.epochs=1"]
+    for args, message in ((["method.init=/no/such/run", "model=mlp"], "is not a run directory with a checkpoint"),
+                          ([f"method.init={fp}", "model=mlp", "model.hidden=[32]"], "its weights do not fit this model"),
+                          ([f"method.init={fp}", "model=lenet5"], "holds a different model ('mlp', this run: 'lenet5')")):
+        before = len(list((tmp_path / "runs").rglob("config.yaml")))
+        r = qbench("train", "method=bnn", *args, *rest, cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert len(list((tmp_path / "runs").rglob("config.yaml"))) == before  # nothing written

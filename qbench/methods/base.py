@@ -27,10 +27,14 @@ class Method:
     keep_last_fp: bool = False
     activation: str | None = None  # replaces the model's activation when set (BNN: hardtanh)
     fold_bn: bool = False  # QAT: fold each conv -> batch-norm pair before quantizing (whitepaper 3.2)
+    init: str | None = None  # a finished full-precision run whose weights the model starts from
     callbacks: list[Callback] = field(default_factory=list)
 
     def apply(self, model: torch.nn.Module) -> list[LayerRow]:
-        """Quantize the model in place according to the layer policy; returns the per-layer report."""
+        """Start from ``init``'s weights if given, then quantize the model in place according to the layer
+        policy; returns the per-layer report. (A resumed run loads its own checkpoint after this.)"""
+        if self.init:
+            load_init_weights(model, self.init)
         pairs = self.foldable(model) if self.fold_bn else []
         rows = apply_layer_policy(model, self.weight_quantizer, self.input_quantizer,
                                   self.keep_first_fp, self.keep_last_fp, self.output_quantizer, self.input_scale)
@@ -84,7 +88,48 @@ def build_method(cfg: DictConfig) -> Method:
         keep_last_fp=bool(cfg.get("keep_last_fp", False)),
         activation=cfg.get("activation"),
         fold_bn=bool(cfg.get("fold_bn", False)),
+        init=cfg.get("init"),
         callbacks=callbacks,
     )
 
 
+
+
+def check_init_run(run_dir: str, cfg: DictConfig) -> None:
+    """``method.init`` must name a finished run of the same model and dataset, trained without quantizers."""
+    import json
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file() or not (run / "checkpoints" / "last.pt").is_file():
+        raise UserError(f"method.init={run_dir!r} is not a run directory with a checkpoint")
+    status = json.loads((run / "summary.json").read_text()).get("status") if (run / "summary.json").is_file() else None
+    if status != "completed":
+        raise UserError(f"method.init={run_dir!r} has not finished (status {status or 'unknown'})")
+    src = OmegaConf.load(run / "config.yaml")
+    for key in ("model.name", "dataset.name"):
+        if OmegaConf.select(src, key) != OmegaConf.select(cfg, key):
+            raise UserError(f"method.init={run_dir!r} holds a different {key.split('.')[0]} "
+                            f"({OmegaConf.select(src, key)!r}, this run: {OmegaConf.select(cfg, key)!r})")
+    # the same model with other settings (widths, hidden sizes) would fail to load: find out now
+    from qbench.models import create_model
+
+    d = cfg.dataset
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in ("name", "summary")}
+    load_init_weights(create_model(cfg.model.name, d.in_channels, d.num_classes, d.image_size, **kwargs), run_dir)
+
+
+def load_init_weights(model: torch.nn.Module, run_dir: str) -> None:
+    from pathlib import Path
+
+    from qbench.checkpoint import load_checkpoint
+
+    state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"method.init={run_dir!r}: its weights do not fit this model "
+                        f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}); "
+                        "start from a full-precision run of the same model") from None
