@@ -1,5 +1,6 @@
 """Loaders on the real data in $QBENCH_DATA, and on small generated files in every other accepted layout."""
 import gzip
+from pathlib import Path
 import pickle
 
 import numpy as np
@@ -177,3 +178,26 @@ def test_tensor_loader_batches_normalises_and_drops_partial_training_batch():
     assert torch.all(batches[0][0] == 2.0)  # (1 - 0.5) / 0.25
     val = TensorLoader(images, torch.arange(10), 4, [0.5], [0.25], train=False)
     assert [len(b[1]) for b in val] == [4, 4, 2]
+
+
+def test_download_goes_through_torchvision_into_its_layout(tmp_path, monkeypatch):
+    """With data.download=true and no files, torchvision's dataset class is asked to download into the data
+    root (a stand-in writes what torchvision writes: this machine has no internet), then read as usual."""
+    import torchvision.datasets as tvd
+    calls = []
+
+    class FakeMNIST:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            raw = Path(root) / "MNIST" / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            prefix, n = ("train", 8) if train else ("t10k", 4)
+            _write_idx(raw / f"{prefix}-images-idx3-ubyte", np.zeros((n, 28, 28)), gz=True)
+            _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, gz=True)
+
+    monkeypatch.setattr(tvd, "MNIST", FakeMNIST)
+    with pytest.raises(UserError, match="or set data.download=true"):
+        load_split("mnist", tmp_path / "fresh", "train", 1)
+    x, y, _ = load_split("mnist", tmp_path / "fresh", "train", 1, allow_download=True)
+    assert calls == [(str(tmp_path / "fresh"), True, True), (str(tmp_path / "fresh"), False, True)]
+    assert x.shape == (8, 1, 28, 28) and y.tolist() == list(range(8))
