@@ -68,21 +68,24 @@ def test_registry_statuses_are_known_and_unconfirmed_never_shown_as_confirmed():
     assert statuses.count("secondary") == 1  # BinaryDenseNet-28 top-1, derived from the abstract
 
 
-def _fake_run(root: Path, name: str, method: str, seed: int, acc: float, status="completed", **method_keys):
+def _fake_run(root: Path, name: str, method: str, seed: int, acc: float, status="completed", tags=None,
+              **method_keys):
     d = root / name
     d.mkdir(parents=True)
     cfg = {"seed": seed, "method": {"name": method, **method_keys}, "model": {"name": "mlp"},
-           "dataset": {"name": "mnist"}, "trainer": {"epochs": 5, "device": "cpu"}, "data": {"root": str(root)}}
+           "dataset": {"name": "mnist"}, "trainer": {"epochs": 5, "device": "cpu"}, "data": {"root": str(root)},
+           "tags": tags or {}}
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     (d / "summary.json").write_text(json.dumps({"status": status, "final_val_acc": acc, "best_val_acc": acc,
                                                 "epochs_completed": 5}))
 
 
 def test_grouping_averages_seeds_never_configs_and_skips_unfinished(tmp_path):
-    _fake_run(tmp_path, "a", "binaryconnect", 0, 0.98, mode="det")
-    _fake_run(tmp_path, "b", "binaryconnect", 1, 0.99, mode="det")
-    _fake_run(tmp_path, "c", "binaryconnect", 0, 0.97, mode="stoch")
-    _fake_run(tmp_path, "d", "binaryconnect", 2, 0.10, status="failed", mode="det")
+    row = {"paper": "binaryconnect", "table": "-", "row": "mnist_w1_a32_det_err", "tier": "full"}
+    _fake_run(tmp_path, "a", "binaryconnect", 0, 0.98, tags=row, mode="det")
+    _fake_run(tmp_path, "b", "binaryconnect", 1, 0.99, tags=row, mode="det")
+    _fake_run(tmp_path, "c", "binaryconnect", 0, 0.97, mode="stoch")  # the user's own run: never a paper row
+    _fake_run(tmp_path, "d", "binaryconnect", 2, 0.10, status="failed", tags=row, mode="det")
     done, other = find_runs([str(tmp_path)])
     assert len(done) == 3 and len(other) == 1
     groups = sorted(group_runs(done), key=lambda g: len(g.runs))
@@ -90,13 +93,14 @@ def test_grouping_averages_seeds_never_configs_and_skips_unfinished(tmp_path):
     mean, std = groups[1].mean_std()
     assert math.isclose(mean, 0.985) and math.isclose(std, math.sqrt(2 * 0.005 ** 2))
     table = compare([str(tmp_path)], ["method"])
-    assert [r[-1] for r in table.rows] == ['method.mode=det', 'method.mode=stoch']
+    assert [r[-1] for r in table.rows][0].startswith("method.mode=det") and "stoch" in table.rows[1][-1]
     assert table.rows[0][1].startswith("98.50 ± 0.71 (n=2)")
     # the paper table: BinaryConnect det MNIST reported as error, reproduced 1.50 +- 0.71
     rows = {r[1]: r for r in paper_table("binaryconnect", [str(tmp_path)]).rows}
     det = rows["MNIST W1/A32 det"]
     assert det[5] == "1.50 ± 0.71 (n=2)" and det[6] == "+0.21" and det[4] == "secondary"
     assert rows["CIFAR10 W1/A32 det"][5] == "not run"
+    assert rows["MNIST W1/A32 stoch"][5] == "not run"  # an untagged stoch run exists but is not a reproduction
 
 
 def test_bad_table_and_compare_input(tmp_path):
@@ -118,7 +122,7 @@ def test_table_and_compare_commands_on_real_runs(tmp_path):
     t = qbench("table", "paper=binaryconnect", "runs=runs", "out=tables", cwd=tmp_path)
     assert t.returncode == 0, t.stderr
     md = (tmp_path / "tables" / "table.md").read_text()
-    assert "(n=2)" in md and "not run" in md and "UNCONFIRMED" in md
+    assert "(n=2)" not in md and "not run" in md and "UNCONFIRMED" in md  # own runs never fill a paper row
     assert (tmp_path / "tables" / "table.csv").is_file() and "\\begin{tabular}" in (tmp_path / "tables" / "table.tex").read_text()
     c = qbench("compare", "runs=runs", "by=method,model", cwd=tmp_path)
     assert c.returncode == 0 and "(n=2)" in c.stdout

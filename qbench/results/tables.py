@@ -81,12 +81,6 @@ class Output:
         return paths
 
 
-def _matches(group: Group, experiment: dict) -> bool:
-    want = {"method.name": experiment["method"], "model.name": experiment["model"],
-            "dataset.name": experiment["dataset"], **(experiment.get("overrides") or {})}
-    return all(group.get(k) == v for k, v in want.items())
-
-
 def paper_table(key: str, run_patterns: list[str], table: str | None = None, tier: str = "full") -> Output:
     paper = load_paper(key)
     if table is not None and table not in paper.tables():
@@ -105,13 +99,10 @@ def paper_table(key: str, run_patterns: list[str], table: str | None = None, tie
 
 
 def _candidates(f: Figure, groups: list[Group], tier: str) -> list[Group]:
-    """Runs qbench reproduce made for this row and tier; for tier=full, else the user's own untagged runs of
-    the row's experiment."""
-    tagged = [g for g in groups if g.get("tags.row") == f.id and g.get("tags.paper") == f.paper
-              and g.get("tags.tier") == tier]
-    if tagged or tier != "full" or not f.experiment:
-        return tagged
-    return [g for g in groups if g.get("tags.row") is None and _matches(g, f.experiment)]
+    """The runs ``qbench reproduce`` made for this row at this tier. Other runs never fill a paper row, even
+    of the same method, model and dataset: they may follow another recipe (use ``qbench compare``)."""
+    return [g for g in groups if g.get("tags.row") == f.id and g.get("tags.paper") == f.paper
+            and g.get("tags.tier") == tier]
 
 
 def _figure_row(f: Figure, groups: list[Group]) -> list:
