@@ -168,15 +168,18 @@ def ptq_command(args: list[str]) -> int:
 
 # --- tables ----------------------------------------------------------------------------------------
 
+LIST_ARGS = ("runs", "by", "rows")  # comma-separated lists; every other key=value is one value
+
+
 def _kv(args: list[str], allowed: tuple[str, ...], command: str) -> dict[str, list[str]]:
+    """key=value arguments of the results commands, checked against ``allowed``."""
     out: dict[str, list[str]] = {}
     for a in args:
         key, eq, value = a.partition("=")
         if not eq or key not in allowed:
             raise UserError(f"qbench {command}: unexpected argument {a!r}; valid: "
                             + ", ".join(f"{k}=..." for k in allowed))
-        out.setdefault(key, []).extend(v for v in value.split(",") if v) if key in ("runs", "by", "rows") else \
-            out.setdefault(key, []).append(value)
+        out.setdefault(key, []).extend([v for v in value.split(",") if v] if key in LIST_ARGS else [value])
     return out
 
 

@@ -10,7 +10,6 @@ from rich.table import Table
 from torch import nn
 
 from qbench.methods import build_method
-from qbench.models import create_model
 from qbench.nn.layers import _QuantizedMixin
 from qbench.quant.registry import quantizer_bits
 from qbench.report import console as default_console
@@ -33,8 +32,8 @@ def summarize(cfg: DictConfig) -> dict:
     def record(name):
         def hook(m, inputs, out):
             w_bits, i_bits = quantizer_bits(m.weight_quantizer), quantizer_bits(m.input_quantizer)
-            if name.split(".")[0] == "0" and isinstance(m, nn.Conv2d) and m is first:
-                i_bits = 32  # the first layer reads the data itself
+            if m is first:
+                i_bits = 32  # the first layer reads the data itself, whatever its input quantizer
             per_out = m.weight[0].numel() if isinstance(m, nn.Conv2d) else m.in_features
             macs = out.numel() * per_out
             rows.append({"layer": name, "type": type(m).__name__, "output": tuple(out.shape[1:]),

@@ -6,7 +6,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
 from qbench.config import compose

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, qbench, run_dir_of
+from conftest import REPO, qbench
 from qbench.errors import UserError
 from qbench.results import STATUSES, find_runs, group_runs, load_paper, paper_keys
 from qbench.results.tables import compare, paper_table

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from qbench.checkpoint import load_checkpoint
 from qbench.errors import UserError
 from qbench.methods.callbacks import Callback
 from qbench.methods.policy import LayerRow, apply_layer_policy
+from qbench.models import create_model
 from qbench.nn.bn_fold import conv_bn_pairs, fold_batch_norms
 from qbench.quant import get_quantizer
 
@@ -96,12 +100,7 @@ def build_method(cfg: DictConfig) -> Method:
 
 
 def check_init_run(run_dir: str, cfg: DictConfig) -> None:
-    """``method.init`` must name a finished run of the same model and dataset, trained without quantizers."""
-    import json
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
+    """``method.init`` must name a finished run of the same model and dataset whose weights fit this one."""
     run = Path(run_dir)
     if not (run / "config.yaml").is_file() or not (run / "checkpoints" / "last.pt").is_file():
         raise UserError(f"method.init={run_dir!r} is not a run directory with a checkpoint")
@@ -114,18 +113,12 @@ def check_init_run(run_dir: str, cfg: DictConfig) -> None:
             raise UserError(f"method.init={run_dir!r} holds a different {key.split('.')[0]} "
                             f"({OmegaConf.select(src, key)!r}, this run: {OmegaConf.select(cfg, key)!r})")
     # the same model with other settings (widths, hidden sizes) would fail to load: find out now
-    from qbench.models import create_model
-
     d = cfg.dataset
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in ("name", "summary")}
     load_init_weights(create_model(cfg.model.name, d.in_channels, d.num_classes, d.image_size, **kwargs), run_dir)
 
 
 def load_init_weights(model: torch.nn.Module, run_dir: str) -> None:
-    from pathlib import Path
-
-    from qbench.checkpoint import load_checkpoint
-
     state = load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")["model"]
     try:
         model.load_state_dict(state)
