@@ -31,6 +31,8 @@ commands:
                             finished runs side by side, mean ± std over seeds, one row per configuration
   summary model=<m> method=<m> dataset=<d> [key=value ...]
                             per layer: bits, parameters, MACs; model size quantized vs float32
+  bench [--methods fp,bnn] [--models vgg_small] [--batch-sizes 256] [--reference] [overrides]
+                            training images/s, ratios to full precision and to a plain PyTorch loop
   list                      methods, models, datasets, optimizers and schedules
 
 `qbench train --help` shows the config groups and every option."""
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     commands = {"train": train, "ptq": ptq_command, "reproduce": reproduce_command, "table": table_command,
-                "compare": compare_command, "plot": plot_command, "summary": summary_command, "list": list_command}
+                "compare": compare_command, "plot": plot_command, "summary": summary_command,
+                "bench": bench_command, "list": list_command}
     try:
         if command not in commands:
             raise UserError(f"unknown command {command!r}; valid: {', '.join(commands)}")
@@ -271,6 +274,12 @@ def summary_command(args: list[str]) -> int:
     cfg = compose(list(args))
     print_summary(cfg, summarize(cfg))
     return 0
+
+
+def bench_command(args: list[str]) -> int:
+    from qbench.bench import main as bench_main
+
+    return bench_main(args)
 
 
 def compare_command(args: list[str]) -> int:

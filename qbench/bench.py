@@ -1,0 +1,206 @@
+"""qbench bench: training throughput of methods x models x batch sizes, each as a ratio to the same model in
+full precision measured in the same run, and optionally to a plain PyTorch reference loop (DataLoader +
+torchvision PIL transforms, eager fp32, binarization as an autograd.Function: the BinaryNet.pytorch way).
+The reference binarizes with plain sign and its STE wherever the method quantizes, so it is the like-for-like
+baseline for sign-based methods (binaryconnect det, bnn); for scaled or multi-bit methods it is cheaper
+than the method itself.
+
+Speed targets live here as printed ratios, never in unit tests. Data is CIFAR-10-shaped random uint8 images
+(throughput does not depend on pixel values); the qbench path serves them as the trainer does, from device
+memory with batched crop and flip.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from qbench.config import compose
+from qbench.data.loader import Data, TensorLoader
+from qbench.errors import UserError
+from qbench.losses import LOSSES
+from qbench.methods import build_method
+from qbench.methods.policy import apply_layer_policy
+from qbench.optim import build_optimizer
+from qbench.train import build_model, resolve_device
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+class _RefSign(torch.autograd.Function):
+    """The reference codes' binarization: sign forward, saturated straight-through backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x.abs() <= 1).to(g.dtype)
+
+
+def _ref_sign(x):
+    return _RefSign.apply(x)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _model(method: str, model: str, overrides: list[str], device, reference: bool):
+    cfg = compose([f"method={method}", f"model={model}", "dataset=cifar10", *overrides])
+    m = build_method(cfg.method)
+    net = build_model(cfg, m, Data(None, None, 3, 10, 32, None))
+    if reference:  # same layers, binarized the reference way (only for sign-based methods)
+        quantized = m.weight_quantizer is not None
+        apply_layer_policy(net, _ref_sign if quantized else None, _ref_sign if m.input_quantizer is not None else None,
+                           m.keep_first_fp, m.keep_last_fp)
+        callbacks = []
+    else:
+        m.apply(net)
+        callbacks = m.callbacks
+    net.to(device)
+    return cfg, net, callbacks
+
+
+def _qbench_batches(n: int, batch: int, device, gen):
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
+    labels = torch.randint(0, 10, (n,), generator=gen).to(device)
+    return TensorLoader(images, labels, batch, MEAN, STD, train=True, crop_padding=4, hflip=True,
+                        generator=torch.Generator(device=device).manual_seed(0))
+
+
+def _reference_batches(n: int, batch: int, workers: int, gen):
+    from torchvision import transforms as T
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self):
+            self.x = torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=gen).numpy()
+            self.y = torch.randint(0, 10, (n,), generator=gen).tolist()
+            self.tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                                 T.Normalize(MEAN, STD)])
+
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            from PIL import Image
+            return self.tf(Image.fromarray(self.x[i])), self.y[i]
+
+    return torch.utils.data.DataLoader(Images(), batch_size=batch, shuffle=True, num_workers=workers,
+                                       drop_last=True)
+
+
+def measure(method: str, model: str, batch: int, steps: int, warmup: int, device, overrides: list[str],
+            reference: bool = False, workers: int = 0) -> dict:
+    torch.manual_seed(0)
+    cfg, net, callbacks = _model(method, model, overrides, device, reference)
+    opt = build_optimizer(cfg.optim, [{"params": list(net.parameters())}])
+    loss_fn = LOSSES[cfg.trainer.loss]
+    gen = torch.Generator().manual_seed(0)
+    n = batch * (steps + warmup)
+    batches = _reference_batches(n, batch, workers, gen) if reference else _qbench_batches(n, batch, device, gen)
+
+    class _T:  # what callbacks see of the trainer
+        model = net
+
+    net.train()
+    data_time = compute_time = 0.0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    it = iter(batches)
+    for step in range(steps + warmup):
+        _sync(device)
+        t0 = time.perf_counter()
+        x, y = next(it)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        _sync(device)
+        t1 = time.perf_counter()
+        loss = loss_fn(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for cb in callbacks:
+            cb.on_after_optimizer_step(_T)
+        _sync(device)
+        t2 = time.perf_counter()
+        if step >= warmup:
+            data_time += t1 - t0
+            compute_time += t2 - t1
+    total = data_time + compute_time
+    return {"method": method, "model": model, "batch_size": batch, "path": "reference" if reference else "qbench",
+            "images_per_s": batch * steps / total, "data_share": data_time / total,
+            "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None,
+            "device": str(device), "steps": steps}
+
+
+def run(methods: list[str], models: list[str], batch_sizes: list[int], steps: int, warmup: int, device: str,
+        overrides: list[str], reference: bool, workers: int) -> list[dict]:
+    from qbench.config import check_overrides
+
+    dev = resolve_device(device)
+    if steps < 1 or warmup < 0:
+        raise UserError(f"steps={steps} and warmup={warmup}: steps must be >= 1, warmup >= 0")
+    for model in models:  # every combination checked (names, values) before anything is timed
+        check_overrides([f"method={','.join(methods)}", f"model={model}", "dataset=cifar10", *overrides], data=False)
+    rows = []
+    for model in models:
+        for batch in batch_sizes:
+            fp = measure("fp", model, batch, steps, warmup, dev, overrides)
+            for method in methods:
+                r = fp if method == "fp" else measure(method, model, batch, steps, warmup, dev, overrides)
+                r = dict(r, ratio_to_fp=r["images_per_s"] / fp["images_per_s"])
+                if reference:
+                    ref = measure(method, model, batch, steps, warmup, dev, overrides, reference=True, workers=workers)
+                    r["reference_images_per_s"] = ref["images_per_s"]
+                    r["speedup_over_reference"] = r["images_per_s"] / ref["images_per_s"]
+                rows.append(r)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    from qbench.report import console
+    t = Table(title=f"training throughput on {rows[0]['device']} (ratios measured in this run)", title_justify="left")
+    cols = ["method", "model", "batch", "images/s", "data share", "peak MB", "vs fp", "vs reference"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("method", "model") else "right")
+    for r in rows:
+        t.add_row(r["method"], r["model"], str(r["batch_size"]), f"{r['images_per_s']:,.0f}", f"{100 * r['data_share']:.1f}%",
+                  "-" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:,.0f}", f"{r['ratio_to_fp']:.2f}x",
+                  f"{r['speedup_over_reference']:.2f}x" if "speedup_over_reference" in r else "-")
+    console().print(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="qbench bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", default="fp,bnn", help="comma-separated methods (fp is always measured)")
+    ap.add_argument("--models", default="vgg_small")
+    ap.add_argument("--batch-sizes", default="256")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--reference", action="store_true", help="also time the plain PyTorch reference loop")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference loop")
+    ap.add_argument("--json", type=Path, help="write the rows as JSON here")
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. model.width=3")
+    a = ap.parse_args(argv)
+    try:
+        sizes = [int(b) for b in a.batch_sizes.split(",")]
+    except ValueError:
+        raise UserError(f"--batch-sizes={a.batch_sizes!r} is invalid; allowed: comma-separated integers") from None
+    rows = run(a.methods.split(","), a.models.split(","), sizes, a.steps, a.warmup, a.device, a.overrides,
+               a.reference, a.workers)
+    print_table(rows)
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(rows, indent=2))
+        print(f"wrote {a.json}")
+    return 0

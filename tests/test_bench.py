@@ -1,0 +1,25 @@
+"""The benchmark in its CPU mode: small shapes, a few steps. It checks the plumbing and the ratios' meaning,
+never a speed (speed targets are printed by the benchmark, not asserted)."""
+import json
+
+from conftest import qbench
+
+
+def test_bench_cpu_mode_writes_rows_with_ratios(tmp_path):
+    p = qbench("bench", "--methods", "fp,bnn", "--models", "mlp", "--batch-sizes", "16,32", "--steps", "2",
+               "--warmup", "1", "--reference", "--json", "bench.json", "model.hidden=[32]", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    assert [(r["method"], r["batch_size"]) for r in rows] == [("fp", 16), ("bnn", 16), ("fp", 32), ("bnn", 32)]
+    for r in rows:
+        assert r["images_per_s"] > 0 and 0 <= r["data_share"] <= 1 and r["reference_images_per_s"] > 0
+        assert abs(r["speedup_over_reference"] - r["images_per_s"] / r["reference_images_per_s"]) < 1e-9
+    assert [r["ratio_to_fp"] for r in rows if r["method"] == "fp"] == [1.0, 1.0]  # fp is its own baseline
+    assert "vs reference" in p.stdout
+
+
+def test_bench_mistakes(tmp_path):
+    for args, message in ((["--methods", "nope"], "unknown method 'nope'"),
+                          (["--batch-sizes", "big"], "--batch-sizes='big' is invalid")):
+        p = qbench("bench", "--models", "mlp", "--steps", "1", *args, cwd=tmp_path)
+        assert p.returncode == 2 and message in p.stderr, p.stderr
