@@ -136,7 +136,7 @@ def run(cfg, run_dir: Path, resume: bool = False):
 def resume_run(run_dir: Path) -> int:
     from omegaconf import OmegaConf
 
-    from qbench.config import check_data, validate
+    from qbench.config import check_buildable, check_data, validate
 
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a qbench run directory (no config.yaml)")
@@ -149,6 +149,7 @@ def resume_run(run_dir: Path) -> int:
         raise UserError(f"run {run_dir} has no checkpoint yet (it stopped in its first epoch); start it anew")
     cfg = OmegaConf.load(run_dir / "config.yaml")
     validate(cfg)
+    check_buildable(cfg)
     check_data(cfg)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")])

@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from qbench.errors import UserError, choices
 
@@ -95,6 +95,7 @@ def check_overrides(overrides: list[str], data: bool = True) -> None:
         except Exception as e:
             raise UserError(_first_line(e)) from None
         validate(cfg)
+        check_buildable(cfg)
         data_key = (cfg.dataset.name, cfg.data.root, cfg.data.download)
         if data and data_key not in checked_data:
             check_data(cfg)
@@ -143,6 +144,20 @@ def validate(cfg: DictConfig) -> None:
     lr = cfg.optim.get("lr")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
         raise UserError(f"optim.lr={lr!r} is invalid; allowed: a number > 0")
+    milestones = cfg.sched.get("milestones")
+    if milestones is not None and (not isinstance(milestones, (list, ListConfig)) or not all(
+            isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones)):
+        raise UserError(f"sched.milestones={milestones!r} is invalid; allowed: a list of epochs >= 1, e.g. [80,120]")
+    aug = cfg.dataset.augment
+    if not isinstance(aug.crop_padding, int) or isinstance(aug.crop_padding, bool) or aug.crop_padding < 0:
+        raise UserError(f"dataset.augment.crop_padding={aug.crop_padding!r} is invalid; allowed: an integer >= 0")
+    if not isinstance(aug.hflip, bool):
+        raise UserError(f"dataset.augment.hflip={aug.hflip!r} is invalid; valid: true, false")
+    acts = ("relu", "hardtanh", "identity")  # checked even where the method's activation replaces it
+    for key in ("model.activation", "method.activation"):
+        act = OmegaConf.select(cfg, key)
+        if act is not None and act not in acts:
+            raise UserError(f"unknown activation {act!r} ({key}); valid: {choices(acts)}")
     width = cfg.model.get("width")
     if width is not None and (not isinstance(width, (int, float)) or width <= 0):
         raise UserError(f"model.width={width!r} is invalid; allowed: a number > 0")
@@ -160,6 +175,34 @@ def validate(cfg: DictConfig) -> None:
         kwargs = {k: v for k, v in cfg.model.items() if k not in ("name", "summary")}
         method.foldable(create_model(cfg.model.name, cfg.dataset.in_channels, cfg.dataset.num_classes,
                                      cfg.dataset.image_size, **kwargs))
+
+
+def check_buildable(cfg: DictConfig) -> None:
+    """Build the model, optimizer and schedule once on the CPU, so that a bad argument to any of them (a
+    wrong type, an unknown activation) is a one-line error now rather than a traceback in a run directory."""
+    from qbench.methods import build_method
+    from qbench.optim import build_optimizer, build_scheduler
+    from qbench.train import build_model
+
+    class Shape:
+        in_channels, num_classes, image_size = cfg.dataset.in_channels, cfg.dataset.num_classes, cfg.dataset.image_size
+
+    method = build_method(cfg.method)
+    try:
+        model = build_model(cfg, method, Shape)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"model {cfg.model.name!r} cannot be built from its settings: {_first_line(e)}") from None
+    for part, build in (("optim", lambda: build_optimizer(cfg.optim, [{"params": list(model.parameters())}])),
+                        ("sched", lambda: build_scheduler(cfg.sched, build_optimizer(
+                            cfg.optim, [{"params": list(model.parameters())}])))):
+        try:
+            build()
+        except Exception as e:
+            cause = e.__cause__ or e
+            settings = ", ".join(f"{k}={v!r}" for k, v in OmegaConf.to_container(cfg[part]).items() if k != "_target_")
+            raise UserError(f"{part} ({settings}) cannot be built: {_first_line(cause)}") from None
 
 
 def check_data(cfg: DictConfig) -> None:
