@@ -71,7 +71,10 @@ class Trainer:
         for cb in self.callbacks:
             groups = cb.param_groups(self.model, lr) or groups
         self.optimizer = build_optimizer(cfg.optim, groups)
-        self.scheduler = build_scheduler(cfg.sched, self.optimizer)
+        # staged methods (SQ, INQ) run one learning-rate schedule per stage
+        starts = {0, *(e for cb in self.callbacks for e in (cb.lr_restarts() or []))}
+        self.schedule_starts = sorted(e for e in starts if 0 <= e < self.epochs)
+        self.scheduler = build_scheduler(self._schedule_config(0), self.optimizer)
         self.loss_fn = LOSSES[cfg.trainer.loss]
         amp = cfg.trainer.amp and self.device.type == "cuda"
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext())
@@ -110,6 +113,21 @@ class Trainer:
     def _elapsed(self) -> float:
         return time.time() - self._t0
 
+    def _schedule_config(self, start: int) -> DictConfig:
+        """The sched config of the schedule that starts at epoch ``start``, resolved for its own length."""
+        end = min([e for e in self.schedule_starts if e > start] + [self.epochs])
+        if start == 0 and end == self.epochs:
+            return self.cfg.sched
+        return OmegaConf.merge(self.cfg, {"trainer": {"epochs": end - start}}).sched
+
+    def restart_schedule(self, epoch: int) -> None:
+        """A new stage: the optimizer forgets its state (momentum, Adam moments) and the learning-rate
+        schedule starts again from optim.lr, as a new solver started from the previous stage's weights."""
+        self.optimizer.state.clear()
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["initial_lr"]
+        self.scheduler = build_scheduler(self._schedule_config(epoch), self.optimizer)
+
     # --- loop ------------------------------------------------------------------------------------
     def _hook(self, name: str, *args) -> dict:
         scalars = {}
@@ -122,7 +140,8 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
-        for x, y in self.data.train:
+        for step, (x, y) in enumerate(self.data.train):
+            self._hook("on_train_batch_start", step)
             with self.autocast:
                 out = self.model(x)
             loss = self.loss_fn(out.float(), y)
@@ -151,6 +170,8 @@ class Trainer:
             with progress_bar(bool(self.cfg.trainer.progress)) as bar:
                 for epoch in range(self.start_epoch, self.epochs):
                     t = time.time()
+                    if epoch > 0 and epoch in self.schedule_starts:
+                        self.restart_schedule(epoch)
                     self._hook("on_epoch_start", epoch)
                     lr = self.optimizer.param_groups[-1]["lr"]
                     bar.start_epoch(epoch + 1, self.epochs, len(self.data.train))

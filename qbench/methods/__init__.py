@@ -2,6 +2,10 @@
 callbacks that run its schedule. The trainer only ever sees a ``Method`` and its callbacks."""
 from qbench.methods.base import Method, build_method
 from qbench.methods.callbacks import Callback, ClipWeights, FreezeBatchNorm, GlorotLRScale, QuantDelay
+from qbench.methods.binaryrelax import RelaxationSchedule
+from qbench.methods.inq import IncrementalQuantization
 from qbench.methods.policy import LayerRow, apply_layer_policy
+from qbench.methods.sq import StochasticQuantization
 
-__all__ = ["Callback", "ClipWeights", "FreezeBatchNorm", "GlorotLRScale", "QuantDelay", "LayerRow", "Method", "apply_layer_policy", "build_method"]
+__all__ = ["Callback", "ClipWeights", "FreezeBatchNorm", "GlorotLRScale", "IncrementalQuantization", "LayerRow",
+           "Method", "QuantDelay", "RelaxationSchedule", "StochasticQuantization", "apply_layer_policy", "build_method"]

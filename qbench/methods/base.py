@@ -80,7 +80,10 @@ def build_method(cfg: DictConfig) -> Method:
         try:
             callbacks.append(instantiate(spec))
         except InstantiationException as e:
-            raise UserError(f"method.callbacks.{key}: {str(e.__cause__ or e).splitlines()[0]}") from None
+            msg = str(e.__cause__ or e).splitlines()[0]
+            # a schedule's own message names the setting (method.ratios=...); others get the callback's name
+            raise UserError(msg if msg.startswith(("method.", "trainer.")) else f"method.callbacks.{key}: {msg}") \
+                from None
     return Method(
         name=cfg.name,
         weight_quantizer=_quantizer(cfg.get("weight_quantizer"), "method.weight_quantizer"),

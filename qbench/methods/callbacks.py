@@ -1,7 +1,8 @@
 """Callbacks: the hooks through which a method acts on training, without the trainer knowing the method.
 
-Hooks (all optional): ``param_groups(model, lr)``, ``on_train_start(trainer)``, ``on_epoch_start(trainer,
-epoch)``, ``on_after_optimizer_step(trainer)``, ``on_epoch_end(trainer, epoch) -> dict of scalars to log``.
+Hooks (all optional): ``param_groups(model, lr)``, ``lr_restarts() -> epochs that start a new schedule``,
+``on_train_start(trainer)``, ``on_epoch_start(trainer, epoch)``, ``on_train_batch_start(trainer, step)``,
+``on_after_optimizer_step(trainer)``, ``on_epoch_end(trainer, epoch) -> dict of scalars to log``.
 State that must survive a resume goes through ``state_dict`` / ``load_state_dict`` (plain data and tensors).
 """
 from __future__ import annotations
@@ -25,9 +26,16 @@ class Callback:
     def param_groups(self, model: nn.Module, lr: float) -> list[dict] | None:
         return None
 
+    def lr_restarts(self) -> list[int] | None:
+        """Epochs at which the learning-rate schedule starts again from optim.lr, with a fresh optimizer state
+        (each schedule runs until the next restart); None: one schedule for the whole run."""
+        return None
+
     def on_train_start(self, trainer) -> None: ...
 
     def on_epoch_start(self, trainer, epoch: int) -> None: ...
+
+    def on_train_batch_start(self, trainer, step: int) -> None: ...
 
     def on_after_optimizer_step(self, trainer) -> None: ...
 

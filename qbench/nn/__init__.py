@@ -1,5 +1,6 @@
 """Quantized layers built from ``qbench.quant`` functions (Larq-style: kernel and input quantizers)."""
 from qbench.nn.fake_quant import FakeQuant
 from qbench.nn.layers import QConv2d, QLinear, describe_quantizer, is_quantized
+from qbench.nn.partial import FrozenWeights, StochasticQuantizer
 
-__all__ = ["FakeQuant", "QConv2d", "QLinear", "describe_quantizer", "is_quantized"]
+__all__ = ["FakeQuant", "FrozenWeights", "StochasticQuantizer", "QConv2d", "QLinear", "describe_quantizer", "is_quantized"]

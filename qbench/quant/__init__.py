@@ -21,14 +21,18 @@ from qbench.quant.dorefa import (
     quantize_k,
 )
 from qbench.quant.halfwave import hwgq, hwgq_step
+from qbench.quant.power_of_two import inq_exponents, power_of_two
+from qbench.quant.relax import binary_relax
 from qbench.quant.scaled import binarize_scaled, ternarize, twn, xnor_activation_scale
 from qbench.quant.ste import straight_through
+from qbench.quant.stochastic import quantization_error, quantization_probability, roulette_select, sq_binary, sq_ternary
 from qbench.quant.uniform import affine_qparams, fake_quant_affine, stochastic_round
 from qbench.quant.registry import QUANTIZERS, get_quantizer
 
 __all__ = [
-    "QUANTIZERS", "affine_qparams", "approx_sign", "binarize", "binarize_scaled", "binaryconnect", "dorefa_activation", "dorefa_gradient",
-    "dorefa_gradient_ste", "dorefa_weight", "fake_quant_affine", "get_quantizer", "hard_sigmoid", "hwgq", "hwgq_step",
-    "quantize_k", "sign", "ste_sign", "stochastic_binarize", "stochastic_round", "straight_through", "ternarize", "twn",
-    "xnor_activation_scale",
+    "QUANTIZERS", "affine_qparams", "approx_sign", "binarize", "binarize_scaled", "binary_relax", "binaryconnect",
+    "dorefa_activation", "dorefa_gradient", "dorefa_gradient_ste", "dorefa_weight", "fake_quant_affine",
+    "get_quantizer", "hard_sigmoid", "hwgq", "hwgq_step", "inq_exponents", "power_of_two", "quantization_error",
+    "quantization_probability", "quantize_k", "roulette_select", "sign", "sq_binary", "sq_ternary", "ste_sign",
+    "stochastic_binarize", "stochastic_round", "straight_through", "ternarize", "twn", "xnor_activation_scale",
 ]

@@ -40,7 +40,9 @@ def get_quantizer(spec, **kwargs) -> Callable | None:
 
 
 # storage bits of each quantizer's values; multi-bit ones read their bit width from their arguments
-ONE_BIT = {"sign", "ste_sign", "approx_sign", "binarize", "binaryconnect", "binarize_scaled", "stochastic_binarize"}
+ONE_BIT = {"sign", "ste_sign", "approx_sign", "binarize", "binaryconnect", "binarize_scaled", "stochastic_binarize",
+           "sq_binary"}
+TERNARY = {"twn", "sq_ternary"}
 BIT_ARGUMENT = {"dorefa_weight": "k", "dorefa_activation": "k", "hwgq": "k", "dorefa_gradient_ste": "k"}
 
 
@@ -48,15 +50,19 @@ def quantizer_bits(q) -> int:
     """Bits per value of what ``q`` produces: 32 for None (full precision), 2 for ternary (TWN)."""
     if q is None:
         return 32
-    if hasattr(q, "bits"):  # FakeQuant
+    if hasattr(q, "bits"):  # FakeQuant, INQ's FrozenWeights
         return int(q.bits)
+    if hasattr(q, "quantizer"):  # SQ's hybrid weight: the bits of what it quantizes to
+        return quantizer_bits(q.quantizer)
     kwargs = dict(q.keywords) if isinstance(q, functools.partial) else {}
     fn = q.func if isinstance(q, functools.partial) else q
     name = getattr(fn, "__name__", "")
     if name in ONE_BIT:
         return 1
-    if name == "twn":
+    if name in TERNARY or (name == "binary_relax" and kwargs.get("projection") == "ternary"):
         return 2
+    if name == "binary_relax":
+        return 1
     if name in BIT_ARGUMENT:
         return int(kwargs.get(BIT_ARGUMENT[name], 2))
     return 32

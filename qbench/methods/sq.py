@@ -1,0 +1,63 @@
+"""Stochastic Quantization (Dong et al., BMVC 2017): the SQ ratio schedule and the per-iteration draw of
+the channels to quantize (equations in ``qbench.quant.stochastic``)."""
+from __future__ import annotations
+
+import torch
+
+from qbench.methods.stages import StagedSchedule, check_fractions
+from qbench.nn.partial import StochasticQuantizer
+from qbench.quant.stochastic import PROB_FNS, quantization_error, quantization_probability, roulette_select
+
+RESELECT = ("iteration", "epoch")
+GRANULARITY = ("channel", "element")
+
+
+def sq_layers(model):
+    for name, m in model.named_modules():
+        if isinstance(getattr(m, "weight_quantizer", None), StochasticQuantizer):
+            yield name, m
+
+
+class StochasticQuantization(StagedSchedule):
+    """Stage s quantizes round(ratios[s] * N) channels (or elements) of every layer, drawn with probability
+    f(1 / e) (lower quantization error, more likely), afresh every iteration or every epoch."""
+
+    def __init__(self, epochs: int, ratios=(0.5, 0.75, 0.875, 1.0), prob_fn: str = "linear",
+                 reselect: str = "iteration", granularity: str = "channel", stage_mode: str = "restart"):
+        self.ratios = check_fractions(ratios, "method.ratios")
+        if prob_fn not in PROB_FNS:
+            raise ValueError(f"method.prob_fn={prob_fn!r} is invalid; valid: {', '.join(PROB_FNS)}")
+        if reselect not in RESELECT:
+            raise ValueError(f"method.reselect={reselect!r} is invalid; valid: {', '.join(RESELECT)}")
+        if granularity not in GRANULARITY:
+            raise ValueError(f"method.granularity={granularity!r} is invalid; valid: {', '.join(GRANULARITY)}")
+        super().__init__(epochs, len(self.ratios), stage_mode, what="SQ stages (method.ratios)")
+        self.prob_fn, self.reselect, self.granularity = prob_fn, reselect, granularity
+        self.ratio = self.ratios[0]
+        self._errors: list[float] = []
+
+    @torch.no_grad()
+    def select(self, model) -> None:
+        for _, m in sq_layers(model):
+            q = m.weight_quantizer
+            w = m.weight.detach()
+            if self.ratio >= 1.0:
+                q.mask = None
+                continue
+            err = quantization_error(w, q.quantizer(w), self.granularity)
+            q.mask = roulette_select(quantization_probability(err, self.prob_fn), self.ratio)
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        self.ratio = self.ratios[self.stage(epoch)]
+        self.select(trainer.model)  # also the mask of an epoch's first iteration with reselect=iteration
+
+    def on_train_batch_start(self, trainer, step: int) -> None:
+        if self.reselect == "iteration" and step > 0:
+            self.select(trainer.model)
+
+    @torch.no_grad()
+    def on_epoch_end(self, trainer, epoch: int) -> dict[str, float]:
+        errs = [float(quantization_error(m.weight, m.weight_quantizer.quantizer(m.weight), "channel").mean())
+                for _, m in sq_layers(trainer.model)]
+        return {"sq_ratio": self.ratio, "sq_stage": self.stage(epoch) + 1,
+                "sq_mean_quantization_error": sum(errs) / max(1, len(errs))}

@@ -1,0 +1,43 @@
+"""BinaryRelax (Yin, Zhang, Lyu, Osher, Qi, Xin. "BinaryRelax: A Relaxation Approach for Training Deep
+Neural Networks with Quantized Weights", SIAM J. Imaging Sci. 2018).
+
+Phase 1 trains with the relaxed weights
+    u = (lambda * Proj_Q(w) + w) / (lambda + 1)             (eq. 10, the prox of the relaxed penalty)
+used in forward and backward; the gradient at u updates the float weights w (w <- w - lr * grad f(u)).
+lambda grows geometrically during training; phase 2 uses the exact projection u = Proj_Q(w)
+(lambda = inf). Projections onto the quantized set Q, per layer:
+    binary:  Proj(w) = mean|w| * sign(w)
+    ternary: Proj(w) = alpha * t,  t = sign(w) 1[|w| > Delta],  Delta = 0.7 E|w|, alpha = mean of |w| over t != 0
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from qbench.quant.binary import sign
+from qbench.quant.scaled import ternarize
+from qbench.quant.ste import straight_through
+
+PROJECTIONS = ("binary", "ternary")
+
+
+def project(w: torch.Tensor, projection: str = "binary") -> torch.Tensor:
+    """Proj_Q(w) for the binary or ternary set (no gradient)."""
+    w = w.detach()
+    if projection == "binary":
+        return w.abs().mean() * sign(w)
+    if projection == "ternary":
+        t, alpha = ternarize(w, 0.7)
+        return alpha * t
+    raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
+
+
+def binary_relax(w: torch.Tensor, lam: float = 1.0, projection: str = "binary") -> torch.Tensor:
+    """Forward: u = (lam * Proj_Q(w) + w) / (lam + 1); lam = inf gives Proj_Q(w) (phase 2).
+    Backward: identity (the gradient at u is applied to w)."""
+    if not lam >= 0:
+        raise ValueError(f"lambda must be >= 0, got {lam}")
+    p = project(w, projection)
+    u = p if math.isinf(lam) else (lam * p + w.detach()) / (lam + 1.0)
+    return straight_through(u, w)

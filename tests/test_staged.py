@@ -1,0 +1,285 @@
+"""SQ, INQ and BinaryRelax: their equations on tensors worked by hand, their schedules, and runs on real
+MNIST subsets."""
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import qbench, run_dir_of
+from qbench.methods import IncrementalQuantization, RelaxationSchedule, StochasticQuantization, apply_layer_policy
+from qbench.methods.stages import StagedSchedule
+from qbench.nn import FrozenWeights, StochasticQuantizer
+from qbench.quant import (binary_relax, inq_exponents, power_of_two, quantization_error, quantization_probability,
+                          roulette_select, sq_binary, sq_ternary)
+
+TINY_MNIST = ["model=mlp", "model.hidden=[64,64]", "dataset=mnist", "data.subset=1000", "data.val_subset=500",
+              "trainer.batch_size=100", "trainer.progress=false"]
+
+
+def grad_of(fn, x):
+    x = x.clone().requires_grad_(True)
+    fn(x).sum().backward()
+    return x.grad
+
+
+def close(a, b, atol=1e-6):
+    return torch.allclose(a, torch.as_tensor(b, dtype=a.dtype), atol=atol)
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# --- SQ: quantizers, error, probability, roulette ---------------------------------------------------------
+def test_sq_binary_alpha_per_channel_identity_gradient():
+    w = torch.tensor([[0.5, -1.5], [0.2, -0.2]])  # alpha = mean |W_i| = [1.0, 0.2]
+    assert close(sq_binary(w), [[1.0, -1.0], [0.2, -0.2]])
+    assert close(grad_of(sq_binary, w), torch.ones(2, 2))
+
+
+def test_sq_ternary_layer_threshold_channel_scale():
+    w = torch.tensor([[0.9, -0.1], [0.3, -0.6]])  # E|W| = 0.475, Delta = 0.3325: keeps 0.9 and -0.6
+    assert close(sq_ternary(w), [[0.9, 0.0], [0.0, -0.6]])  # alpha_0 = 0.9, alpha_1 = 0.6
+    assert close(grad_of(sq_ternary, w), torch.ones(2, 2))
+
+
+def test_quantization_error_per_channel_and_element():
+    w = torch.tensor([[0.5, -1.5], [0.2, -0.2], [0.0, 0.0]])
+    q = sq_binary(w)  # row 0 -> [1, -1]: ||W - Q||_1 / ||W||_1 = (0.5 + 0.5) / 2; row 1 exact; row 2 zero
+    assert close(quantization_error(w, q), [0.5, 0.0, 0.0])
+    assert close(quantization_error(w, q, "element"), [[1.0, 1 / 3], [0.0, 0.0], [0.0, 0.0]])
+
+
+def test_quantization_probability_functions():
+    e = torch.tensor([0.5, 0.25])  # q = 1/e = [2, 4]
+    assert close(quantization_probability(e, "linear"), [1 / 3, 2 / 3])
+    assert close(quantization_probability(e, "constant"), [0.5, 0.5])
+    s2, s4 = 1 / (1 + math.exp(-2)), 1 / (1 + math.exp(-4))
+    assert close(quantization_probability(e, "sigmoid"), [s2 / (s2 + s4), s4 / (s2 + s4)])
+    assert close(quantization_probability(e, "softmax"), [1 / (1 + math.exp(2)), 1 / (1 + math.exp(-2))])
+    with pytest.raises(ValueError, match="prob_fn"):
+        quantization_probability(e, "cubic")
+
+
+@pytest.mark.parametrize("n,ratio,k", [(8, 0.5, 4), (8, 0.75, 6), (8, 0.875, 7), (5, 0.5, 3), (3, 0.5, 2),
+                                       (64, 0.875, 56), (8, 1.0, 8), (10, 0.0, 0)])
+def test_roulette_selects_exactly_round_r_n(n, ratio, k):
+    p = torch.rand(n) + 0.01
+    for _ in range(20):
+        assert int(roulette_select(p / p.sum(), ratio).sum()) == k
+
+
+def test_roulette_prefers_low_error_channels_with_roulette_probabilities():
+    torch.manual_seed(0)
+    e = torch.tensor([0.1, 0.2, 0.4, 0.8])
+    p = quantization_probability(e, "linear")  # proportional to [10, 5, 2.5, 1.25]
+    draws = 20000
+    one = torch.stack([roulette_select(p, 0.25) for _ in range(draws)]).double().mean(0)
+    assert close(one, p.double(), atol=0.015)  # one draw: P(i) = p_i
+    two = torch.stack([roulette_select(p, 0.5) for _ in range(draws)]).double().mean(0)
+    # two draws without replacement: P(i in set) = p_i + sum_{j != i} p_j p_i / (1 - p_j)
+    pd = p.double()
+    exact = torch.stack([pd[i] + sum(pd[j] * pd[i] / (1 - pd[j]) for j in range(4) if j != i) for i in range(4)])
+    assert close(two, exact, atol=0.015)
+    assert torch.all(two[:-1] > two[1:])  # lower error, selected more often
+
+
+def test_stochastic_quantizer_hybrid_weight_and_gradient():
+    q = StochasticQuantizer(sq_binary)
+    w = torch.tensor([[0.5, -1.5], [0.2, -0.4]])
+    q.mask = torch.tensor([True, False])  # channel 0 quantized, channel 1 full precision
+    assert close(q(w), [[1.0, -1.0], [0.2, -0.4]])
+    assert close(grad_of(q, w), torch.ones(2, 2))  # both reach the float weights
+    q.mask = None
+    assert close(q(w), [[1.0, -1.0], [0.3, -0.3]])
+
+
+def _tiny_model(quantizer):
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    apply_layer_policy(model, quantizer, None, False, False)
+    return model
+
+
+class _Trainer:
+    def __init__(self, model):
+        self.model = model
+
+
+def test_sq_schedule_selects_round_r_n_channels_per_layer_each_stage():
+    model = _tiny_model(StochasticQuantizer(sq_binary))
+    cb = StochasticQuantization(epochs=8, ratios=[0.5, 0.75, 0.875, 1.0])
+    t = _Trainer(model)
+    assert cb.lr_restarts() == [0, 2, 4, 6]
+    for epoch, ratio in zip(range(8), [0.5, 0.5, 0.75, 0.75, 0.875, 0.875, 1.0, 1.0]):
+        cb.on_epoch_start(t, epoch)
+        cb.on_train_batch_start(t, 1)
+        for m in (model[0], model[2], model[4]):
+            mask = m.weight_quantizer.mask
+            n = m.weight.shape[0]
+            assert (mask is None and ratio == 1.0) or int(mask.sum()) == math.floor(ratio * n + 0.5)
+        assert cb.on_epoch_end(t, epoch)["sq_ratio"] == ratio
+
+
+def test_stages_split_epochs_and_restart_points():
+    s = StagedSchedule(epochs=5, n_stages=4)
+    assert [s.stage(e) for e in range(5)] == [0, 0, 1, 2, 3] and s.lr_restarts() == [0, 2, 3, 4]
+    assert StagedSchedule(epochs=5, n_stages=4, stage_mode="continuous").lr_restarts() is None
+    with pytest.raises(ValueError, match="fewer than the 4"):
+        StagedSchedule(epochs=3, n_stages=4)
+
+
+# --- INQ -----------------------------------------------------------------------------------------------
+def test_power_of_two_eq3_by_hand():
+    w = torch.tensor([0.9, -0.5, 0.3, 0.1, -0.05, 0.7, 0.75, 0.25, 0.2499])
+    assert inq_exponents(w, bits=3) == (0, -1)  # s = 0.9: n1 = floor(log2(1.2)) = 0; n2 = 0 + 1 - 2 = -1
+    # levels {1, 0.5, 0}: [0.75, 1.5) -> 1, [0.25, 0.75) -> 0.5, below 0.25 -> 0
+    assert close(power_of_two(w, bits=3), [1.0, -0.5, 0.5, 0.0, 0.0, 0.5, 1.0, 0.5, 0.0])
+    assert inq_exponents(w, bits=5) == (0, -7)  # 5 bits: n2 = n1 + 1 - 8
+    assert close(power_of_two(torch.tensor([0.1, 0.006, 0.0039]), bits=5, n1=0), [0.125, 2 ** -7, 0.0])
+    assert inq_exponents(torch.tensor([0.74]), 5)[0] == -1 and inq_exponents(torch.tensor([0.75]), 5)[0] == 0
+
+
+def test_inq_never_changes_a_frozen_weight_and_ends_on_the_grid():
+    torch.manual_seed(0)
+    model = _tiny_model(FrozenWeights(bits=4))
+    cb = IncrementalQuantization(epochs=4, portions=[0.5, 0.75, 0.875, 1.0], bits=4, init="given")
+    t = _Trainer(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    frozen_before = {}
+    for epoch in range(4):
+        cb.on_epoch_start(t, epoch)
+        for name, s in cb.layers.items():
+            share = s["mask"].double().mean().item()
+            assert abs(share - cb.portions[epoch]) < 0.02  # the accumulated portion of each layer
+            if name in frozen_before:  # earlier frozen weights are still frozen and unchanged
+                old_mask, old_vals = frozen_before[name]
+                assert torch.all(s["mask"][old_mask])
+                assert torch.equal(s["values"][old_mask], old_vals[old_mask])
+        snapshot = {n: (s["mask"].clone(), model.get_submodule(n).weight.detach().clone()) for n, s in cb.layers.items()}
+        for _ in range(10):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            cb.on_after_optimizer_step(t)
+        for n, (mask, w0) in snapshot.items():
+            w1 = model.get_submodule(n).weight.detach()
+            assert torch.equal(w1[mask], w0[mask])  # momentum and weight decay did not move a frozen weight
+            assert not torch.equal(w1[~mask], w0[~mask]) or mask.all()  # the rest trained
+        frozen_before = {n: (s["mask"].clone(), s["values"].clone()) for n, s in cb.layers.items()}
+    for n, s in cb.layers.items():
+        w = model.get_submodule(n).weight.detach()
+        assert s["mask"].all() and torch.equal(w, power_of_two(w, 4, s["n1"]))  # every weight on the grid
+
+
+def test_inq_magnitude_partition_freezes_largest_first():
+    model = _tiny_model(FrozenWeights(bits=5))
+    w0 = model[0].weight.detach().clone()
+    cb = IncrementalQuantization(epochs=4, init="given")
+    cb.on_epoch_start(_Trainer(model), 0)
+    mask = cb.layers["0"]["mask"]
+    assert w0.abs()[mask].min() >= w0.abs()[~mask].max()
+
+
+def test_frozen_weights_get_no_gradient():
+    q = FrozenWeights()
+    q.mask = torch.tensor([[True, False]])
+    assert close(grad_of(q, torch.tensor([[0.5, 0.3]])), [[0.0, 1.0]])
+
+
+# --- BinaryRelax ------------------------------------------------------------------------------------------
+def test_binary_relax_eq10_by_hand():
+    w = torch.tensor([0.5, -1.5, 0.2, -0.2])  # mean |w| = 0.6: Proj = 0.6 sign(w)
+    assert close(binary_relax(w, lam=1.0), [0.55, -1.05, 0.4, -0.4])  # (Proj + w) / 2
+    assert close(binary_relax(w, lam=3.0), [(1.8 + 0.5) / 4, (-1.8 - 1.5) / 4, (1.8 + 0.2) / 4, (-1.8 - 0.2) / 4])
+    assert close(binary_relax(w, lam=math.inf), [0.6, -0.6, 0.6, -0.6])  # phase 2: the projection
+    assert close(grad_of(lambda v: binary_relax(v, lam=2.0), w), torch.ones(4))  # gradient at u applied to w
+    wt = torch.tensor([0.9, -0.1, 0.3, -0.6])  # ternary: Delta = 0.3325, alpha = 0.75
+    assert close(binary_relax(wt, lam=math.inf, projection="ternary"), [0.75, 0.0, 0.0, -0.75])
+    assert close(binary_relax(wt, lam=1.0, projection="ternary"), [0.825, -0.05, 0.15, -0.675])
+
+
+def test_binaryrelax_lambda_sequence():
+    cb = RelaxationSchedule(epochs=10, lambda0=1.0, lambda_growth=1.04)
+    assert cb.phase2_epoch == 8  # default: the last fifth
+    assert [cb.lambda_at(e) for e in range(3)] == [1.0, 1.04, 1.04 ** 2]
+    assert math.isinf(cb.lambda_at(8)) and math.isinf(cb.lambda_at(9))
+    with pytest.raises(ValueError, match="lambda_growth"):
+        RelaxationSchedule(epochs=10, lambda_growth=1.0)
+
+
+# --- end to end on real MNIST -------------------------------------------------------------------------------
+def test_sq_bwn_and_sq_twn_train_on_real_mnist(tmp_path):
+    for method in ("sq_bwn", "sq_twn"):
+        p = qbench("train", f"method={method}", *TINY_MNIST, "trainer.epochs=4", cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        m = _metrics(run_dir_of(p))
+        assert [r["sq_ratio"] for r in m] == [0.5, 0.75, 0.875, 1.0]
+        assert [r["lr"] for r in m] == [0.001] * 4  # each stage starts a fresh schedule (restart mode)
+        assert m[-1]["val_acc"] > 0.6  # 1000 real digits, 4 short stages: learning, not chance
+
+
+def test_inq_trains_fp_stage_then_portions_on_real_mnist(tmp_path):
+    p = qbench("train", "method=inq", *TINY_MNIST, "trainer.epochs=5", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    run = run_dir_of(p)
+    m = _metrics(run)
+    assert [r["inq_portion"] for r in m] == [0.0, 0.5, 0.75, 0.875, 1.0]
+    assert m[-1]["inq_frozen_share"] == 1.0 and m[-1]["val_acc"] > 0.6
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for k, w in state.items():
+        if k.endswith("weight") and w.dim() == 2:  # every linear weight is a power of two or zero, <= 5 bits
+            mags = w.abs()[w != 0]
+            assert torch.equal(torch.exp2(torch.log2(mags).round()), mags)
+            assert len(torch.unique(torch.log2(mags))) <= 8
+
+
+def test_binaryrelax_logs_lambda_and_phase_on_real_mnist(tmp_path):
+    p = qbench("train", "method=binaryrelax", *TINY_MNIST, "trainer.epochs=5", "method.lambda_growth=1.5",
+               cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    m = _metrics(run_dir_of(p))
+    assert [r["binaryrelax_phase"] for r in m] == [1, 1, 1, 1, 2]
+    assert [r["binaryrelax_lambda"] for r in m][:4] == [1.0, 1.5, 2.25, 3.375] and m[-1]["val_acc"] > 0.6
+
+
+@pytest.mark.parametrize("args,message", [
+    (["method=sq_bwn", "method.ratios=[0.5,0.4,1.0]"], "method.ratios=[0.5, 0.4, 1.0] is not strictly increasing"),
+    (["method=sq_twn", "method.ratios=[0.5,0.75]"], "does not end at 1.0"),
+    (["method=sq_bwn", "method.prob_fn=cubic"], "method.prob_fn='cubic' is invalid; valid: constant, linear"),
+    (["method=inq", "method.portions=[0,1.0]"], "method.portions=[0.0, 1.0] has a value outside (0, 1]"),
+    (["method=inq", "method.portions=[0.5,1.5]"], "has a value outside (0, 1]"),
+    (["method=inq", "method.init=/no/such/run"], "method.init='/no/such/run' is not a run directory"),
+    (["method=binaryrelax", "method.init=/no/such/run"], "is not a run directory"),
+    (["method=binaryrelax", "method.lambda_growth=0.9"], "method.lambda_growth=0.9 is invalid; allowed: a number > 1"),
+    (["method=sq_bwn", "trainer.epochs=2"], "trainer.epochs=2 is fewer than the 4 SQ stages"),
+])
+def test_staged_method_mistakes_are_one_line_and_write_nothing(tmp_path, args, message):
+    r = qbench("train", *args, "model=mlp", "dataset=mnist", cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_inq_from_a_finished_fp_run_and_resume_restores_its_masks(tmp_path):
+    from test_cli import _kill_after_epoch
+    fp = run_dir_of(qbench("train", "method=fp", *TINY_MNIST, "trainer.epochs=1", cwd=tmp_path))
+    p = qbench("train", "method=inq", f"method.init={fp}", *TINY_MNIST, "trainer.epochs=4", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    m = _metrics(run_dir_of(p))
+    assert [r["inq_portion"] for r in m] == [0.5, 0.75, 0.875, 1.0]  # no fp stage: the init run is the FP model
+    assert m[0]["val_acc"] > 0.6  # starts from the trained model: half quantized, still accurate
+
+    args = ["method=inq", "method.partition=random", *TINY_MNIST, "data.subset=3000", "trainer.epochs=5", "seed=2"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    full = run_dir_of(qbench("train", *args, cwd=tmp_path / "a"))
+    killed = _kill_after_epoch(args, tmp_path / "b", epoch=3)
+    resumed = qbench("train", f"resume={killed}", cwd=tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stderr
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(_metrics(killed)) == strip(_metrics(full))
+    a = torch.load(full / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
