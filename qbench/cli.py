@@ -317,6 +317,8 @@ def list_command(args: list[str]) -> int:
             table.add_column(c)
         for name in group_options(group):
             node = OmegaConf.load(config_dir() / group / f"{name}.yaml")
+            if "name" not in node and group in node:  # a global-package config (WAGE) nests its own keys
+                node = node[group]
             table.add_row(name, *(str(node.get(c, "")) for c in cols))
         console.print(table)
     for group in ("optim", "sched"):

@@ -158,6 +158,12 @@ def validate(cfg: DictConfig) -> None:
         act = OmegaConf.select(cfg, key)
         if act is not None and act not in acts:
             raise UserError(f"unknown activation {act!r} ({key}); valid: {choices(acts)}")
+    foreign = foreign_model_settings(cfg)
+    if foreign:
+        key = sorted(foreign)[0]
+        having = [m for m in group_options("model") if key in OmegaConf.load(config_dir() / "model" / f"{m}.yaml")]
+        raise UserError(f"model.{key} (set by method={cfg.method.name}) is not a setting of model "
+                        f"{cfg.model.name!r}; models with it: {choices(having)}")
     width = cfg.model.get("width")
     if width is not None and (not isinstance(width, (int, float)) or width <= 0):
         raise UserError(f"model.width={width!r} is invalid; allowed: a number > 0")
@@ -175,6 +181,13 @@ def validate(cfg: DictConfig) -> None:
         kwargs = {k: v for k, v in cfg.model.items() if k not in ("name", "summary")}
         method.foldable(create_model(cfg.model.name, cfg.dataset.in_channels, cfg.dataset.num_classes,
                                      cfg.dataset.image_size, **kwargs))
+
+
+def foreign_model_settings(cfg: DictConfig) -> set[str]:
+    """Keys of cfg.model that the model's own config does not have: a method with a global config (WAGE sets
+    model.bn=false) can add them; a model without that switch cannot honour it."""
+    path = config_dir() / "model" / f"{cfg.model.name}.yaml"
+    return set(cfg.model) - set(OmegaConf.load(path)) if path.is_file() else set()
 
 
 def check_buildable(cfg: DictConfig) -> None:

@@ -11,4 +11,10 @@ def squared_hinge(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - t * logits).clamp_min(0).square().mean()
 
 
-LOSSES = {"cross_entropy": F.cross_entropy, "squared_hinge": squared_hinge}
+def sum_squared_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """WAGE's SSE: 0.5 * sum over classes of (one_hot - out)^2, averaged over the batch."""
+    t = F.one_hot(target, out.shape[1]).to(out.dtype)
+    return 0.5 * (t - out).square().sum(1).mean()
+
+
+LOSSES = {"cross_entropy": F.cross_entropy, "squared_hinge": squared_hinge, "sse": sum_squared_error}

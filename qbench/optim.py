@@ -2,6 +2,8 @@
 Schedules are stepped once per epoch."""
 from __future__ import annotations
 
+import math
+
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -23,3 +25,27 @@ def build_optimizer(cfg: DictConfig, param_groups: list[dict]) -> torch.optim.Op
 
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
     return instantiate(cfg, optimizer=optimizer, _convert_="all")
+
+
+class WAGEGradientDescent(torch.optim.Optimizer):
+    """WAGE's update (eq. 11-14): W <- clip(W - dW, -1 + sigma(k_W), 1 - sigma(k_W)) with the k_G-bit
+    stochastically rounded gradient dW of ``qbench.quant.wage_gradient``. ``lr`` is WAGE's eta (8 -> 1 -> 1/8);
+    no momentum, no weight decay."""
+
+    def __init__(self, params, lr: float = 8.0, bits_g: int = 8, bits_w: int = 2):
+        from qbench.quant.wage import wage_sigma
+
+        if lr <= 0 or math.log2(lr) != round(math.log2(lr)):
+            raise ValueError(f"WAGE's learning rate is a power of two (e.g. 8), got {lr}")
+        wage_sigma(bits_g)
+        self.bound = 1.0 - wage_sigma(bits_w)
+        super().__init__(params, {"lr": lr, "bits_g": bits_g})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        from qbench.quant.wage import wage_gradient
+
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.sub_(wage_gradient(p.grad, group["bits_g"], group["lr"])).clamp_(-self.bound, self.bound)

@@ -32,6 +32,7 @@ class Method:
     activation: str | None = None  # replaces the model's activation when set (BNN: hardtanh)
     fold_bn: bool = False  # QAT: fold each conv -> batch-norm pair before quantizing (whitepaper 3.2)
     init: str | None = None  # a finished full-precision run whose weights the model starts from
+    weight_init: object = None  # the method's own initialization of its quantized layers' weights (WAGE eq. 5)
     callbacks: list[Callback] = field(default_factory=list)
 
     def apply(self, model: torch.nn.Module) -> list[LayerRow]:
@@ -43,6 +44,10 @@ class Method:
         rows = apply_layer_policy(model, self.weight_quantizer, self.input_quantizer,
                                   self.keep_first_fp, self.keep_last_fp, self.output_quantizer, self.input_scale)
         fold_batch_norms(model, pairs)
+        if self.weight_init is not None and not self.init:
+            for m in model.modules():
+                if getattr(m, "weight_quantizer", None) is not None:
+                    self.weight_init(m.weight)
         folded = {c for c, _ in pairs}
         for r in rows:
             r.kind += " + folded BN" if r.name in folded else ""
@@ -96,6 +101,7 @@ def build_method(cfg: DictConfig) -> Method:
         activation=cfg.get("activation"),
         fold_bn=bool(cfg.get("fold_bn", False)),
         init=cfg.get("init"),
+        weight_init=_quantizer(cfg.get("weight_init"), "method.weight_init"),
         callbacks=callbacks,
     )
 

@@ -26,6 +26,8 @@ from qbench.quant.relax import binary_relax
 from qbench.quant.scaled import binarize_scaled, ternarize, twn, xnor_activation_scale
 from qbench.quant.ste import straight_through
 from qbench.quant.stochastic import quantization_error, quantization_probability, roulette_select, sq_binary, sq_ternary
+from qbench.quant.wage import (wage_activation, wage_error, wage_gradient, wage_init, wage_quantize, wage_scale,
+                               wage_weight)
 from qbench.quant.uniform import affine_qparams, fake_quant_affine, stochastic_round
 from qbench.quant.registry import QUANTIZERS, get_quantizer
 
@@ -34,5 +36,6 @@ __all__ = [
     "dorefa_activation", "dorefa_gradient", "dorefa_gradient_ste", "dorefa_weight", "fake_quant_affine",
     "get_quantizer", "hard_sigmoid", "hwgq", "hwgq_step", "inq_exponents", "power_of_two", "quantization_error",
     "quantization_probability", "quantize_k", "roulette_select", "sign", "sq_binary", "sq_ternary", "ste_sign",
-    "stochastic_binarize", "stochastic_round", "straight_through", "ternarize", "twn", "xnor_activation_scale",
+    "stochastic_binarize", "stochastic_round", "straight_through", "ternarize", "twn", "wage_activation",
+    "wage_error", "wage_gradient", "wage_init", "wage_quantize", "wage_scale", "wage_weight", "xnor_activation_scale",
 ]

@@ -43,7 +43,8 @@ def get_quantizer(spec, **kwargs) -> Callable | None:
 ONE_BIT = {"sign", "ste_sign", "approx_sign", "binarize", "binaryconnect", "binarize_scaled", "stochastic_binarize",
            "sq_binary"}
 TERNARY = {"twn", "sq_ternary"}
-BIT_ARGUMENT = {"dorefa_weight": "k", "dorefa_activation": "k", "hwgq": "k", "dorefa_gradient_ste": "k"}
+BIT_ARGUMENT = {"dorefa_weight": "k", "dorefa_activation": "k", "hwgq": "k", "dorefa_gradient_ste": "k",
+                "wage_weight": "bits", "wage_activation": "bits"}
 
 
 def quantizer_bits(q) -> int:

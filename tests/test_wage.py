@@ -1,0 +1,110 @@
+"""WAGE: its five quantizers and its update against the paper's equations (and the official code's
+constants), worked by hand; a run on real MNIST that stays on WAGE's grids."""
+import json
+
+import torch
+
+from conftest import qbench, run_dir_of
+from qbench.optim import WAGEGradientDescent
+from qbench.quant import (wage_activation, wage_error, wage_gradient, wage_init, wage_quantize, wage_scale,
+                          wage_weight)
+from qbench.quant.wage import wage_init_limit, wage_shift
+
+
+def close(a, b):
+    return torch.allclose(a, torch.as_tensor(b, dtype=a.dtype), atol=1e-7)
+
+
+def grad_of(fn, x, g=None):
+    x = x.clone().requires_grad_(True)
+    y = fn(x)
+    y.backward(torch.ones_like(y) if g is None else g)
+    return x.grad
+
+
+def test_q_eq2_on_the_k_bit_grid():
+    x = torch.tensor([0.3, -0.2, 0.8, -0.9, 0.1])
+    assert close(wage_quantize(x, 2), [0.5, 0.0, 0.5, -0.5, 0.0])  # sigma = 0.5, clip to +-0.5
+    assert close(wage_quantize(x, 3), [0.25, -0.25, 0.75, -0.75, 0.0])  # sigma = 0.25, clip to +-0.75
+    y = wage_quantize(torch.randn(1000), 8)
+    assert torch.equal(y * 128, (y * 128).round()) and y.abs().max() <= 1 - 1 / 128
+
+
+def test_shift_and_layer_scale_match_the_official_vgg7_log():
+    assert close(wage_shift(torch.tensor([0.3, 3.0, 0.75])), [0.25, 4.0, 1.0])  # log2: -1.74, 1.58, -0.42
+    # VGG-7's fan-ins; the official log prints Scale: 2 16 16 16 16 32 32 16
+    fans = [27, 1152, 1152, 2304, 2304, 4608, 8192, 1024]
+    assert [wage_scale(f, 2) for f in fans] == [2, 16, 16, 16, 16, 32, 32, 16]
+    assert wage_init_limit(27, 2) == 0.75 and wage_init_limit(3, 2) == 1.0  # max(1.5 sigma, sqrt(3 / fan_in))
+    w = wage_init(torch.empty(64, 1152), bits=2)
+    assert w.abs().max() <= 0.75 and w.abs().max() > 0.7
+
+
+def test_weights_eq7_divided_by_alpha_identity_gradient():
+    w = torch.tensor([[0.3, -0.2, 0.8]])  # fan_in 3: alpha = max(Shift(0.75 / 1), 1) = 1
+    assert close(wage_weight(w, 2), [[0.5, 0.0, 0.5]])
+    assert close(grad_of(lambda v: wage_weight(v, 2), w), [[1.0, 1.0, 1.0]])
+    w16 = torch.full((2, 1152), 0.3)  # alpha = 16
+    assert close(wage_weight(w16, 2), torch.full((2, 1152), 0.5 / 16))
+
+
+def test_activations_eq8_clip_derivative_kept():
+    x = torch.tensor([0.3, -0.2, 0.8, -0.9])
+    assert close(wage_activation(x, 2), [0.5, 0.0, 0.5, -0.5])
+    assert close(grad_of(lambda v: wage_activation(v, 2), x), [1.0, 1.0, 0.0, 0.0])  # 0 outside (-0.5, 0.5)
+
+
+def test_errors_eq9_shifted_to_the_window_of_the_largest():
+    x = torch.zeros(3)
+    e = torch.tensor([0.3, -0.1, 0.05])  # Shift(0.3) = 0.25: e / 0.25 = [1.2, -0.4, 0.2]
+    assert close(grad_of(lambda v: wage_error(v, 3), x, e), [0.75, -0.5, 0.25])  # 3 bits: step 0.25, clip 0.75
+    assert close(wage_error(e, 8), e)  # identity forward
+    assert close(grad_of(lambda v: wage_error(v, 8), x, torch.zeros(3)), [0.0, 0.0, 0.0])
+
+
+def test_gradients_eq11_stochastic_rounding_unbiased_on_grid():
+    torch.manual_seed(0)
+    g = torch.tensor([0.3, -0.1, 0.0])  # Shift(0.3) = 0.25; lr 8: 8 g / 0.25 = [9.6, -3.2, 0]
+    draws = torch.stack([wage_gradient(g, bits=8, lr=8.0) for _ in range(20000)]) * 128  # sigma(8) = 1/128
+    assert set(draws[:, 0].unique().tolist()) == {9.0, 10.0} and set(draws[:, 1].unique().tolist()) == {-3.0, -4.0}
+    assert torch.all(draws[:, 2] == 0)
+    assert abs(draws[:, 0].mean() - 9.6) < 0.02 and abs(draws[:, 1].mean() + 3.2) < 0.02  # E[sr(x)] = x
+
+
+def test_wage_update_eq14_clips_to_the_weight_range():
+    p = torch.nn.Parameter(torch.tensor([0.49, -0.2, 0.0]))
+    opt = WAGEGradientDescent([p], lr=8, bits_g=8, bits_w=2)
+    p.grad = torch.tensor([-0.25, 0.25, 0.0])  # Shift(0.25) = 0.25: 8 g / 0.25 = [-8, 8, 0] exactly
+    opt.step()
+    assert close(p.data, [0.5, -0.2 - 8 / 128, 0.0])  # 0.49 + 1/16 clipped to 1 - sigma(2) = 0.5
+
+
+def test_wage_trains_lenet5_on_real_mnist_on_its_grids(tmp_path):
+    p = qbench("train", "method=wage", "model=lenet5", "dataset=mnist", "data.subset=1000", "data.val_subset=500",
+               "trainer.epochs=2", "trainer.progress=false", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    run = run_dir_of(p)
+    cfg = (run / "config.yaml").read_text()
+    assert "WAGEGradientDescent" in cfg and "loss: sse" in cfg and "bn: false" in cfg  # the method's defaults
+    m = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert m[-1]["val_acc"] > 0.3 and m[0]["lr"] == 8  # 40 integer steps on 1000 digits: learning (chance 0.1)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    weights = [v for k, v in state.items() if k.endswith("weight")]
+    assert len(weights) == 4 and all(w.abs().max() <= 0.5 for w in weights)  # clipped to 1 - sigma(2)
+    for w in weights:
+        alpha = wage_scale(w[0].numel(), 2)
+        assert set((wage_weight(w, 2) * alpha).unique().tolist()) <= {-0.5, 0.0, 0.5}  # ternary / alpha
+
+
+def test_wage_keeps_user_overrides():
+    from qbench.config import compose
+    cfg = compose(["method=wage", "optim=sgd", "trainer.loss=cross_entropy", "trainer.epochs=3", "model=lenet5"])
+    assert cfg.optim._target_ == "torch.optim.SGD" and cfg.trainer.loss == "cross_entropy" and cfg.trainer.epochs == 3
+    assert cfg.sched.milestones == [200, 250] and cfg.model.bn is False
+
+
+def test_vgg7_in_wage_form_has_the_official_weight_count():
+    from qbench.models import create_model
+    net = create_model("vgg7", 3, 10, 32, bn=False)
+    weights = sum(m.weight.numel() for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    assert weights == 12_973_440  # the official log: "CONV: 4574592 FC: 8398848 Total: 12973440"
