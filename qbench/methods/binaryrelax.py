@@ -6,15 +6,13 @@ from __future__ import annotations
 import functools
 import math
 
-from qbench.methods.callbacks import Callback
+from qbench.methods.callbacks import Callback, layers_quantized_by
 from qbench.quant.relax import binary_relax
 
 
 def relaxed_layers(model):
-    for m in model.modules():
-        q = getattr(m, "weight_quantizer", None)
-        if isinstance(q, functools.partial) and q.func is binary_relax:
-            yield m
+    for _, m in layers_quantized_by(model, lambda q: isinstance(q, functools.partial) and q.func is binary_relax):
+        yield m
 
 
 class RelaxationSchedule(Callback):

@@ -22,6 +22,14 @@ def quantized_weights(model: nn.Module):
             yield m, m.weight
 
 
+def layers_quantized_by(model: nn.Module, match):
+    """(name, layer) for each layer whose weight quantizer satisfies ``match`` (a type or a predicate)."""
+    test = (lambda q: isinstance(q, match)) if isinstance(match, type) else match
+    for name, m in model.named_modules():
+        if isinstance(m, _QuantizedMixin) and m.weight_quantizer is not None and test(m.weight_quantizer):
+            yield name, m
+
+
 class Callback:
     def param_groups(self, model: nn.Module, lr: float) -> list[dict] | None:
         return None

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from qbench.methods.callbacks import layers_quantized_by
 from qbench.methods.stages import StagedSchedule, check_fractions
 from qbench.nn.partial import FrozenWeights
 from qbench.quant.power_of_two import inq_exponents, power_of_two
@@ -23,9 +24,7 @@ PARTITIONS = ("magnitude", "random")
 
 
 def inq_layers(model):
-    for name, m in model.named_modules():
-        if isinstance(getattr(m, "weight_quantizer", None), FrozenWeights):
-            yield name, m
+    return layers_quantized_by(model, FrozenWeights)
 
 
 class IncrementalQuantization(StagedSchedule):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from qbench.methods.callbacks import layers_quantized_by
 from qbench.methods.stages import StagedSchedule, check_fractions
 from qbench.nn.partial import StochasticQuantizer
 from qbench.quant.stochastic import PROB_FNS, quantization_error, quantization_probability, roulette_select
@@ -13,9 +14,7 @@ GRANULARITY = ("channel", "element")
 
 
 def sq_layers(model):
-    for name, m in model.named_modules():
-        if isinstance(getattr(m, "weight_quantizer", None), StochasticQuantizer):
-            yield name, m
+    return layers_quantized_by(model, StochasticQuantizer)
 
 
 class StochasticQuantization(StagedSchedule):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from qbench.quant.binary import sign
-from qbench.quant.ste import straight_through
+from qbench.quant.ste import quantize_backward, straight_through
 
 
 def _check_bits(k) -> int:
@@ -67,20 +67,9 @@ def dorefa_gradient(g: torch.Tensor, k: int, generator: torch.Generator | None =
     return 2 * safe * (torch.round(x * n) / n - 0.5) * (gmax > 0)
 
 
-class _QuantizeGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, k):
-        ctx.k = k
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return dorefa_gradient(g, ctx.k), None
-
-
 def dorefa_gradient_ste(x: torch.Tensor, k: int) -> torch.Tensor:
     """Identity in the forward pass; quantizes the gradient flowing back through ``x`` with
     ``dorefa_gradient``. Applied to the output of each quantized layer."""
     if _check_bits(k) == 32:
         return x
-    return _QuantizeGradient.apply(x, k)
+    return quantize_backward(x, dorefa_gradient, k)

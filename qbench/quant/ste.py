@@ -15,3 +15,20 @@ import torch
 def straight_through(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
     """Forward: ``value``. Backward: d(surrogate)/dx."""
     return value.detach() + (surrogate - surrogate.detach())
+
+
+class _QuantizeBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, fn, bits):
+        ctx.fn, ctx.bits = fn, bits
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.fn(grad, ctx.bits), None, None
+
+
+def quantize_backward(x: torch.Tensor, fn, bits: int) -> torch.Tensor:
+    """Forward: ``x``. Backward: ``fn(grad, bits)`` -- a gradient or error quantizer placed on a tensor
+    (DoReFa's gradients, WAGE's errors)."""
+    return _QuantizeBackward.apply(x, fn, bits)

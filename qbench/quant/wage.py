@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from qbench.quant.ste import straight_through
+from qbench.quant.ste import quantize_backward, straight_through
 
 BETA = 1.5
 RANDOMIZER_BITS = 16
@@ -93,22 +93,11 @@ def quantize_error(e: torch.Tensor, bits: int = 8) -> torch.Tensor:
     return wage_quantize(e / wage_shift(m), bits)
 
 
-class _ErrorQuantizer(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, bits):
-        ctx.bits = bits
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return quantize_error(grad, ctx.bits), None
-
-
 def wage_error(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
     """Identity forward; backward quantizes the error flowing through (eq. 9-10). A layer's output
     quantizer."""
     wage_sigma(bits)
-    return _ErrorQuantizer.apply(x, bits)
+    return quantize_backward(x, quantize_error, bits)
 
 
 def wage_gradient(g: torch.Tensor, bits: int = 8, lr: float = 8.0, generator: torch.Generator | None = None
