@@ -20,7 +20,7 @@ commands:
   train resume=<run dir>    continue an interrupted run from its last checkpoint
   ptq run=<run dir> [method.w_bits=8 method.a_bits=8 method.per_channel=true method.calib_batches=100]
                             post-training quantization of a finished full-precision run
-  table paper=<key> [table=T] [runs=<dir>...] [out=<dir>]
+  table paper=<key> [table=T] [runs=<dir>...] [tier=full|smoke] [out=<dir>]
                             a paper's reported figures beside your finished runs (status of each figure)
   reproduce paper=<key> [table=T] [rows=id,...] [seeds=3] [tier=smoke|full] [key=value ...]
                             run a paper's rows x seeds as one Hydra multirun (tagged for qbench table)
@@ -41,12 +41,30 @@ HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "--config-
                           "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 
 
+OWN_HELP = ("ptq", "table", "reproduce", "plot", "compare", "summary", "list")  # train and bench: Hydra / argparse
+
+
+def command_usage(command: str) -> str:
+    """The lines of USAGE about one command (``qbench <command> --help``)."""
+    lines, keep = ["usage:"], False
+    for line in USAGE.splitlines():
+        if not line.startswith("   "):  # a command line, or text outside the list: a new entry
+            keep = line.startswith("  ") and line.split()[0] == command
+            line = line.replace("  ", "  qbench ", 1)
+        if keep:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
+    if command in OWN_HELP and any(a in ("-h", "--help") for a in rest):
+        print(command_usage(command))
+        return 0
     commands = {"train": train, "ptq": ptq_command, "reproduce": reproduce_command, "table": table_command,
                 "compare": compare_command, "plot": plot_command, "summary": summary_command,
                 "bench": bench_command, "list": list_command}

@@ -153,6 +153,20 @@ def test_list_shows_methods_models_datasets(tmp_path):
         assert name in p.stdout
 
 
+def test_each_command_has_its_own_help(capsys):
+    from qbench.cli import main
+
+    for command, shown in [("table", "qbench table paper=<key>"), ("reproduce", "[tier=smoke|full]"),
+                           ("plot", "qbench plot paper=<key>"), ("compare", "qbench compare runs="),
+                           ("ptq", "qbench ptq run=<run dir>"), ("summary", "qbench summary model=")]:
+        assert main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("usage:\n") and shown in out, out
+        other = {"table", "reproduce", "plot", "compare", "ptq", "summary"} - {command}
+        assert not any(f"qbench {c} " in out for c in other), out  # only this command's lines
+    assert main(["table", "paper=sq", "-h"]) == 0 and "qbench table" in capsys.readouterr().out
+
+
 def test_scaled_and_multibit_methods_train_on_real_mnist(tmp_path):
     runs = {}
     for args in (["-m", "method=bwn,twn,xnor"], ["method=dorefa", "method.w_bits=1", "method.a_bits=2",
