@@ -22,7 +22,7 @@ commands:
                             post-training quantization of a finished full-precision run
   table paper=<key> [table=T] [runs=<dir>...] [tier=full|smoke] [out=<dir>]
                             a paper's reported figures beside your finished runs (status of each figure)
-  reproduce paper=<key> [table=T] [rows=id,...] [seeds=3] [tier=smoke|full] [key=value ...]
+  reproduce paper=<key> [table=T] [rows=id,...] [seeds=3 | seed=3,4] [tier=smoke|full] [key=value ...]
                             run a paper's rows x seeds as one Hydra multirun (tagged for qbench table)
   plot runs=<dir or glob>... [metric=val_acc] [by=method,model] [out=curves.png]
   plot paper=<key> [table=T] [runs=<dir>] [tier=full|smoke] [metric=val_acc]
@@ -244,10 +244,11 @@ def reproduce_command(args: list[str]) -> int:
     if "paper" not in kv:
         from qbench.results import paper_keys
         raise UserError(f"qbench reproduce needs paper=<key>; valid: {', '.join(paper_keys())}")
-    seeds = (kv.get("seeds") or ["3"])[0]
-    if not seeds.isdigit():
+    seeds = (kv.get("seeds") or [None])[0]
+    if seeds is not None and not seeds.isdigit():
         raise UserError(f"seeds={seeds!r} is invalid; allowed: an integer >= 1")
-    reproduce(kv["paper"][0], (kv.get("table") or [None])[0], kv.get("rows"), int(seeds),
+    reproduce(kv["paper"][0], (kv.get("table") or [None])[0], kv.get("rows"),
+              None if seeds is None else int(seeds),
               (kv.get("tier") or ["full"])[0], extra)
     return 0
 

@@ -103,6 +103,24 @@ def test_grouping_averages_seeds_never_configs_and_skips_unfinished(tmp_path):
     assert rows["MNIST W1/A32 stoch"][5] == "not run"  # an untagged stoch run exists but is not a reproduction
 
 
+def test_tables_say_which_commits_and_hardware_made_them(tmp_path):
+    row = {"paper": "binaryconnect", "table": "-", "row": "mnist_w1_a32_det_err", "tier": "full"}
+    for i, (commit, device, wall, procs) in enumerate([("a" * 40, "cpu (2 threads)", 600, 1),
+                                                        ("a" * 40, "cpu (2 threads)", 300, 1),
+                                                        ("b" * 40, "cuda (NVIDIA H100)", 60, 4)]):
+        _fake_run(tmp_path, f"r{i}", "binaryconnect", i, 0.98, tags=row, mode="det")
+        s = tmp_path / f"r{i}" / "summary.json"
+        s.write_text(json.dumps({**json.loads(s.read_text()), "qbench_commit": commit, "device": device,
+                                 "wall_seconds": wall, "processes": procs}))
+    _fake_run(tmp_path, "mine", "binaryconnect", 0, 0.5, mode="stoch")  # not in the paper table: not counted
+    notes = paper_table("binaryconnect", [str(tmp_path)]).notes
+    assert notes == ["3 runs finished; qbench commit aaaaaaaaaaaa (2 runs), bbbbbbbbbbbb (1 run)",
+                     "device time: 15.0 min on cpu (2 threads), 4.0 min on cuda (NVIDIA H100) "
+                     "(wall time x processes, summed over runs)"]
+    assert compare([str(tmp_path)], ["method"]).notes[0].startswith("4 runs finished; qbench commit aaaa")
+    assert paper_table("sq", [str(tmp_path)]).notes == []  # nothing run: nothing claimed
+
+
 def test_bad_table_and_compare_input(tmp_path):
     with pytest.raises(UserError, match="unknown paper 'sqq'; valid: back_to_simplicity, binaryconnect"):
         load_paper("sqq")
@@ -139,9 +157,15 @@ def test_reproduce_smoke_table_and_plots_end_to_end(tmp_path):
     cfg = yaml.safe_load((runs[0] / "config.yaml").read_text())
     assert cfg["tags"]["paper"] == "binaryconnect" and cfg["tags"]["tier"] == "smoke"
     assert cfg["trainer"]["loss"] == "squared_hinge" and cfg["data"]["subset"] == 256  # recipe, then the sliver
+    more = qbench("reproduce", "paper=binaryconnect", "rows=mnist_w1_a32_det_err", "seed=2", "tier=smoke",
+                  cwd=tmp_path)  # a third seed for one row, added later
+    assert more.returncode == 0, more.stderr
     t = qbench("table", "paper=binaryconnect", "tier=smoke", "out=out", cwd=tmp_path)
     md = (tmp_path / "out" / "table_smoke.md").read_text()
-    assert t.returncode == 0 and "SMOKE TIER" in md and md.count("(n=2)") == 2
+    assert t.returncode == 0 and "SMOKE TIER" in md and md.count("(n=2)") == 1 and md.count("(n=3)") == 1
+    commit = json.loads(next(iter(runs)).joinpath("summary.json").read_text())["qbench_commit"]
+    assert f"- 5 runs finished; qbench commit {(commit or 'unknown')[:12]} (5 runs)" in md
+    assert "min on cpu (" in md and "% device time:" in (tmp_path / "out" / "table_smoke.tex").read_text()
     full = qbench("table", "paper=binaryconnect", "out=out", cwd=tmp_path)  # smoke runs never count as full
     assert full.returncode == 0 and "(n=2)" not in (tmp_path / "out" / "table.md").read_text()
     pl = qbench("plot", "paper=binaryconnect", "tier=smoke", "out=out", cwd=tmp_path)
@@ -156,6 +180,7 @@ def test_reproduce_and_plot_mistakes(tmp_path):
         (["reproduce", "paper=inq"], "has no row with a qbench experiment yet"),
         (["reproduce", "paper=sq", "tier=medium"], "tier='medium' is invalid; valid: full, smoke"),
         (["reproduce", "paper=sq", "seeds=0"], "seeds=0 is invalid"),
+        (["reproduce", "paper=sq", "seeds=2", "seed=5"], "give seeds=2 (seeds 0..1) or seed=5 (those seeds), not both"),
         (["reproduce", "paper=bnn", "trainer.epoch=2"], "unknown config key 'trainer.epoch'"),
         (["plot", "runs=nowhere"], "no finished runs under nowhere"),
         (["plot", "paper=sq", "runs=nowhere"], "no finished full-tier runs for paper 'sq'"),

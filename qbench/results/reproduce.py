@@ -71,15 +71,21 @@ def _experiment_yaml(f: Figure, flat: dict, tier: str) -> str:
     return "# @package _global_\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
-def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: int, tier: str,
+def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: int | None, tier: str,
               extra: list[str]) -> None:
+    """Launch the rows x seeds: ``seeds=N`` runs seeds 0..N-1 (3 if neither is given); a ``seed=a,b``
+    override among ``extra`` runs exactly those, e.g. to add seeds to rows already run."""
     from qbench.cli import _launch_hydra
     from qbench.config import check_overrides
 
     if tier not in ("smoke", "full"):
         raise UserError(f"tier={tier!r} is invalid; valid: full, smoke")
-    if seeds < 1:
+    own_seeds = [a for a in extra if a.split("=", 1)[0] == "seed"]
+    if own_seeds and seeds is not None:
+        raise UserError(f"give seeds={seeds} (seeds 0..{seeds - 1}) or {own_seeds[0]} (those seeds), not both")
+    if seeds is not None and seeds < 1:
         raise UserError(f"seeds={seeds} is invalid; allowed: an integer >= 1")
+    seed_sweep = [] if own_seeds else ["seed=" + ",".join(str(s) for s in range(3 if seeds is None else seeds))]
     figures = select(paper_key, table, rows)
     flats = [settings(f, tier) for f in figures]
     for flat in flats:  # every row checked as a plain `qbench train` would be, before anything runs
@@ -91,7 +97,6 @@ def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: 
             name = f"{paper_key}__{f.id}"
             (Path(tmp) / "experiment" / f"{name}.yaml").write_text(_experiment_yaml(f, flat, tier))
             names.append(name)
-        _launch_hydra(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
-                       "seed=" + ",".join(str(s) for s in range(seeds)),
+        _launch_hydra(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names), *seed_sweep,
                        f"hydra.sweep.dir=runs/reproduce/{paper_key}/{tier}/${{now:%Y-%m-%d_%H-%M-%S-%f}}",
                        *extra])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from qbench.errors import UserError, choices
 from qbench.results.registry import Figure, load_paper
-from qbench.results.runs import Group, differing_keys, find_runs, group_runs
+from qbench.results.runs import Group, Run, differing_keys, find_runs, group_runs
 
 SHORT = {"method": "method.name", "model": "model.name", "dataset": "dataset.name", "optim": "optim._target_",
          "sched": "sched._target_"}
@@ -38,6 +39,7 @@ class Output:
 
     def __init__(self, title: str, columns: list[str]):
         self.title, self.columns, self.rows = title, columns, []
+        self.notes: list[str] = []  # lines under the table (Markdown, terminal, LaTeX comments; not CSV)
 
     def add(self, *cells) -> None:
         self.rows.append([("" if c is None else str(c)) for c in cells])
@@ -49,12 +51,14 @@ class Output:
         for r in self.rows:
             t.add_row(*r)
         console.print(t)
+        for n in self.notes:
+            console.print(n, markup=False, highlight=False)
 
     def markdown(self) -> str:
         lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |",
                  "|" + "---|" * len(self.columns)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in self.rows]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + ([""] + [f"- {n}" for n in self.notes] if self.notes else [])) + "\n"
 
     def csv(self) -> str:
         buf = io.StringIO()
@@ -69,7 +73,7 @@ class Output:
         lines = [f"% {self.title}", "\\begin{tabular}{" + "l" * len(self.columns) + "}", "\\hline",
                  " & ".join(esc(c) for c in self.columns) + " \\\\", "\\hline"]
         lines += [" & ".join(esc(c) for c in r) + " \\\\" for r in self.rows]
-        return "\n".join(lines + ["\\hline", "\\end{tabular}"]) + "\n"
+        return "\n".join(lines + ["\\hline", "\\end{tabular}"] + [f"% {n}" for n in self.notes]) + "\n"
 
     def write(self, out: Path, stem: str) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
@@ -91,11 +95,36 @@ def paper_table(key: str, run_patterns: list[str], table: str | None = None, tie
         raise UserError(f"tier={tier!r} is invalid; valid: full, smoke")
     title = paper.cite + (" -- SMOKE TIER: plumbing check on data slivers, not a reproduction" if tier == "smoke" else "")
     out = Output(title, ["table", "figure", "metric", "paper", "status", "reproduced (mean ± std)", "Δ", "epochs"])
+    shown = []
     for f in paper.figures:
         if table is not None and (f.table or "-") != table:
             continue
-        out.add(*_figure_row(f, _candidates(f, groups, tier)))
+        matched = _candidates(f, groups, tier)
+        out.add(*_figure_row(f, matched))
+        if len(matched) == 1:
+            shown += matched[0].runs
+    out.notes = provenance(shown)
     return out
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" + "s" * (n != 1)
+
+
+def provenance(runs: list[Run]) -> list[str]:
+    """Where the reproduced numbers come from: qbench commits, hardware, and the device time they took
+    (wall time x processes, summed over runs; on a GPU these are GPU-minutes)."""
+    if not runs:
+        return []
+    minutes: dict[str, float] = {}
+    for r in runs:
+        device, s = r.summary.get("device") or "unknown device", r.summary
+        minutes[device] = minutes.get(device, 0.0) + s.get("wall_seconds", 0.0) * s.get("processes", 1) / 60
+    commits = Counter((r.summary.get("qbench_commit") or "unknown")[:12] for r in runs)
+    return [f"{_runs(len(runs))} finished; qbench commit "
+            + ", ".join(f"{c} ({_runs(n)})" for c, n in commits.most_common()),
+            "device time: " + ", ".join(f"{m:.1f} min on {d}" for d, m in minutes.items())
+            + " (wall time x processes, summed over runs)"]
 
 
 def _candidates(f: Figure, groups: list[Group], tier: str) -> list[Group]:
@@ -162,4 +191,5 @@ def compare(run_patterns: list[str], by: list[str]) -> Output:
         epochs = "/".join(str(e) for e in sorted({r.summary.get("epochs_completed") for r in g.runs}))
         out.add(*values, _fmt(100 * mean, 100 * std, len(g.values())) if mean is not None else "-",
                 f"{100 * best:.2f}" if best is not None else "-", epochs, others)
+    out.notes = provenance([r for _, _, g in labelled for r in g.runs])
     return out
