@@ -86,8 +86,10 @@ def test_grouping_averages_seeds_never_configs_and_skips_unfinished(tmp_path):
     _fake_run(tmp_path, "b", "binaryconnect", 1, 0.99, tags=row, mode="det")
     _fake_run(tmp_path, "c", "binaryconnect", 0, 0.97, mode="stoch")  # the user's own run: never a paper row
     _fake_run(tmp_path, "d", "binaryconnect", 2, 0.10, status="failed", tags=row, mode="det")
+    stoch = {**row, "row": "mnist_w1_a32_stoch_err"}
+    _fake_run(tmp_path, "e", "binaryconnect", 0, 0.5, status="running", tags=stoch, mode="stoch")  # killed
     done, other = find_runs([str(tmp_path)])
-    assert len(done) == 3 and len(other) == 1
+    assert len(done) == 3 and len(other) == 2
     groups = sorted(group_runs(done), key=lambda g: len(g.runs))
     assert [len(g.runs) for g in groups] == [1, 2]
     mean, std = groups[1].mean_std()
@@ -98,9 +100,10 @@ def test_grouping_averages_seeds_never_configs_and_skips_unfinished(tmp_path):
     # the paper table: BinaryConnect det MNIST reported as error, reproduced 1.50 +- 0.71
     rows = {r[1]: r for r in paper_table("binaryconnect", [str(tmp_path)]).rows}
     det = rows["MNIST W1/A32 det"]
-    assert det[5] == "1.50 ± 0.71 (n=2)" and det[6] == "+0.21" and det[4] == "secondary"
+    assert det[5] == "1.50 ± 0.71 (n=2); not counted: 1 failed" and det[6] == "+0.21" and det[4] == "secondary"
     assert rows["CIFAR10 W1/A32 det"][5] == "not run"
-    assert rows["MNIST W1/A32 stoch"][5] == "not run"  # an untagged stoch run exists but is not a reproduction
+    # the untagged stoch run is not a reproduction; the tagged one never finished
+    assert rows["MNIST W1/A32 stoch"][5] == "none finished (1 unfinished)"
 
 
 def test_tables_say_which_commits_and_hardware_made_them(tmp_path):

@@ -89,7 +89,7 @@ def paper_table(key: str, run_patterns: list[str], table: str | None = None, tie
     paper = load_paper(key)
     if table is not None and table not in paper.tables():
         raise UserError(f"paper {key!r} has no table {table!r}; valid: {choices(paper.tables())}")
-    done, _ = find_runs(run_patterns)
+    done, unfinished = find_runs(run_patterns)
     groups = group_runs(done)
     if tier not in ("full", "smoke"):
         raise UserError(f"tier={tier!r} is invalid; valid: full, smoke")
@@ -100,7 +100,7 @@ def paper_table(key: str, run_patterns: list[str], table: str | None = None, tie
         if table is not None and (f.table or "-") != table:
             continue
         matched = _candidates(f, groups, tier)
-        out.add(*_figure_row(f, matched))
+        out.add(*_figure_row(f, matched, _not_counted(f, unfinished, tier)))
         if len(matched) == 1:
             shown += matched[0].runs
     out.notes = provenance(shown)
@@ -134,7 +134,17 @@ def _candidates(f: Figure, groups: list[Group], tier: str) -> list[Group]:
             and g.get("tags.tier") == tier]
 
 
-def _figure_row(f: Figure, groups: list[Group]) -> list:
+def _not_counted(f: Figure, runs: list[Run], tier: str) -> str:
+    """'1 failed, 2 unfinished' for this row's runs that did not complete: a row with fewer seeds than were
+    launched says so (unfinished: still running, interrupted, or killed)."""
+    want = {"paper": f.paper, "row": f.id, "tier": tier}
+    mine = [r for r in runs if all((r.config.get("tags") or {}).get(k) == v for k, v in want.items())]
+    failed = sum(r.summary.get("status") == "failed" for r in mine)
+    parts = [f"{failed} failed"] * bool(failed) + [f"{len(mine) - failed} unfinished"] * bool(len(mine) - failed)
+    return ", ".join(parts)
+
+
+def _figure_row(f: Figure, groups: list[Group], not_counted: str = "") -> list:
     status = f.status if f.confirmed else "UNCONFIRMED"
     paper_value = "N/A" if f.value is None else f.value
     base = [f.table or "-", f.label, f.metric, paper_value, status]
@@ -142,7 +152,7 @@ def _figure_row(f: Figure, groups: list[Group]) -> list:
         return base + ["no qbench experiment yet", "", ""]
     matched = groups
     if not matched:
-        return base + ["not run", "", ""]
+        return base + [f"none finished ({not_counted})" if not_counted else "not run", "", ""]
     if len(matched) > 1:  # different recipes are never averaged together
         return base + [f"{len(matched)} different configs: compare them with qbench compare", "", ""]
     g = matched[0]
@@ -154,7 +164,8 @@ def _figure_row(f: Figure, groups: list[Group]) -> list:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     delta = "" if f.value is None or isinstance(f.value, str) else f"{mean - f.value:+.2f}"
     epochs = sorted({r.summary.get("epochs_completed") for r in g.runs})
-    return base + [_fmt(mean, std, len(values)), delta, "/".join(map(str, epochs))]
+    shown = _fmt(mean, std, len(values)) + (f"; not counted: {not_counted}" if not_counted else "")
+    return base + [shown, delta, "/".join(map(str, epochs))]
 
 
 def labelled_groups(run_patterns: list[str], by: list[str]) -> tuple[list[tuple[list, str, Group]], int]:
