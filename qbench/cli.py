@@ -278,25 +278,14 @@ def plot_command(args: list[str]) -> int:
     kv = _kv(args, ("runs", "paper", "table", "tier", "metric", "by", "out"), "plot")
     metric = (kv.get("metric") or ["val_acc"])[0]
     if "paper" in kv:
-        from qbench.results.registry import load_paper
-        from qbench.results.runs import find_runs, group_runs
-        from qbench.results.tables import _candidates
+        from qbench.results.tables import paper_series
 
         key, tier = kv["paper"][0], (kv.get("tier") or ["full"])[0]
-        paper = load_paper(key)
-        groups = group_runs(find_runs(kv.get("runs", ["runs"]))[0])
-        tables = kv.get("table") or paper.tables()
         written = []
-        for t in tables:
-            series = []
-            for f in paper.figures:
-                matched = _candidates(f, groups, tier) if (f.table or "-") == t else []
-                if len(matched) == 1:
-                    series.append((f.label, matched[0].runs))
-            if series:
-                name = f"curves_{t if t != '-' else 'main'}{'_smoke' if tier == 'smoke' else ''}.png"
-                out = Path((kv.get("out") or [f"results/{key}"])[0]) / name.replace(" ", "_").replace("§", "")
-                written.append(plot_curves(series, metric, f"{key} {t} ({tier} tier)", out))
+        for t, series in paper_series(key, kv.get("runs", ["runs"]), (kv.get("table") or [None])[0], tier).items():
+            name = f"curves_{t if t != '-' else 'main'}{'_smoke' if tier == 'smoke' else ''}.png"
+            out = Path((kv.get("out") or [f"results/{key}"])[0]) / name.replace(" ", "_").replace("§", "")
+            written.append(plot_curves(series, metric, f"{key} {t} ({tier} tier)", out))
         if not written:
             raise UserError(f"no finished {tier}-tier runs for paper {key!r} under {', '.join(kv.get('runs', ['runs']))}")
     else:

@@ -187,6 +187,7 @@ def test_reproduce_and_plot_mistakes(tmp_path):
         (["reproduce", "paper=bnn", "trainer.epoch=2"], "unknown config key 'trainer.epoch'"),
         (["plot", "runs=nowhere"], "no finished runs under nowhere"),
         (["plot", "paper=sq", "runs=nowhere"], "no finished full-tier runs for paper 'sq'"),
+        (["plot", "paper=sq", "table=T9"], "paper 'sq' has no table 'T9'; valid: T1, T2"),
     ]
     for args, message in cases:
         p = qbench(*args, cwd=tmp_path)

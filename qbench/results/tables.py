@@ -127,6 +127,22 @@ def provenance(runs: list[Run]) -> list[str]:
             + " (wall time x processes, summed over runs)"]
 
 
+def paper_series(key: str, run_patterns: list[str], table: str | None = None,
+                 tier: str = "full") -> dict[str, list[tuple[str, list[Run]]]]:
+    """Per table of the paper: (row label, that row's finished runs) for the rows run in one configuration,
+    the curves ``qbench plot paper=<key>`` draws."""
+    paper = load_paper(key)
+    if table is not None and table not in paper.tables():
+        raise UserError(f"paper {key!r} has no table {table!r}; valid: {choices(paper.tables())}")
+    groups = group_runs(find_runs(run_patterns)[0])
+    out: dict[str, list[tuple[str, list[Run]]]] = {}
+    for f in paper.figures:
+        matched = _candidates(f, groups, tier)
+        if (table is None or (f.table or "-") == table) and len(matched) == 1:
+            out.setdefault(f.table or "-", []).append((f.label, matched[0].runs))
+    return out
+
+
 def _candidates(f: Figure, groups: list[Group], tier: str) -> list[Group]:
     """The runs ``qbench reproduce`` made for this row at this tier. Other runs never fill a paper row, even
     of the same method, model and dataset: they may follow another recipe (use ``qbench compare``)."""
