@@ -5,6 +5,7 @@ job of the (multi)run has been checked.
 """
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import sys
@@ -264,6 +265,9 @@ def table_command(args: list[str]) -> int:
         raise UserError(f"qbench table needs paper=<key>; valid: {', '.join(paper_keys())}")
     key = kv["paper"][0]
     tier = (kv.get("tier") or ["full"])[0]
+    for pattern in kv.get("runs", []):  # an explicit folder that is not there is a typo, not "not run"
+        if not glob.glob(str(Path(pattern).expanduser())):
+            raise UserError(f"runs={pattern!r}: no such folder (give the folder your runs are in, e.g. runs)")
     out = paper_table(key, kv.get("runs", ["runs"]), (kv.get("table") or [None])[0], tier)
     out.show(console())
     written = out.write(Path((kv.get("out") or [f"results/{key}"])[0]), "table" + (

@@ -121,7 +121,9 @@ def test_tables_say_which_commits_and_hardware_made_them(tmp_path):
                      "device time: 15.0 min on cpu (2 threads), 4.0 min on cuda (NVIDIA H100) "
                      "(wall time x processes, summed over runs)"]
     assert compare([str(tmp_path)], ["method"]).notes[0].startswith("4 runs finished; qbench commit aaaa")
-    assert paper_table("sq", [str(tmp_path)]).notes == []  # nothing run: nothing claimed
+    assert paper_table("sq", [str(tmp_path)]).notes == [  # nothing run: nothing claimed, and where it looked
+        f"no finished full-tier runs of this paper's rows under {tmp_path}; it holds 4 finished and 0 unfinished "
+        "runs of any kind"]
 
 
 def test_bad_table_and_compare_input(tmp_path):
@@ -149,6 +151,8 @@ def test_table_and_compare_commands_on_real_runs(tmp_path):
     assert c.returncode == 0 and "(n=2)" in c.stdout
     bad = qbench("table", "paper=nope", cwd=tmp_path)
     assert bad.returncode == 2 and "valid: back_to_simplicity" in bad.stderr
+    typo = qbench("table", "paper=binaryconnect", "runs=rnus", "out=typo", cwd=tmp_path)
+    assert typo.returncode == 2 and "runs='rnus': no such folder" in typo.stderr and not (tmp_path / "typo").exists()
 
 
 def test_reproduce_smoke_table_and_plots_end_to_end(tmp_path):

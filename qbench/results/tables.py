@@ -103,7 +103,9 @@ def paper_table(key: str, run_patterns: list[str], table: str | None = None, tie
         out.add(*_figure_row(f, matched, _not_counted(f, unfinished, tier)))
         if len(matched) == 1:
             shown += matched[0].runs
-    out.notes = provenance(shown)
+    out.notes = provenance(shown) or [
+        f"no finished {tier}-tier runs of this paper's rows under {', '.join(run_patterns) or '(no folder)'}; "
+        f"it holds {len(done)} finished and {len(unfinished)} unfinished runs of any kind"]
     return out
 
 
