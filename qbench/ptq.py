@@ -88,7 +88,7 @@ def run_ptq(source: Path, overrides: list[str], runs_root: Path = Path("runs")) 
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(out_cfg, resolve=True))
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")])
-    t0 = time.time()
+    t0, commit = time.time(), _git_commit()
     loss_fn = LOSSES[cfg.trainer.loss]
     results = {"fp": evaluate(fp_model, data.val, loss_fn)}
 
@@ -116,7 +116,7 @@ def run_ptq(source: Path, overrides: list[str], runs_root: Path = Path("runs")) 
         "fp_val_acc": results["fp"][1], "weight_only_val_acc": results["weights"][1],
         "final_val_acc": results["weights+activations"][1], "best_val_acc": results["weights+activations"][1],
         "epochs": 0, "epochs_completed": 0, "wall_seconds": round(time.time() - t0, 3),
-        "device": _device_name(device), "qbench_version": qbench.__version__, "qbench_commit": _git_commit(),
+        "device": _device_name(device), "qbench_version": qbench.__version__, "qbench_commit": commit,
         "paper": settings.paper, "source_run": str(source), "finished_at": _now(), "run_dir": str(run_dir)})
     return run_dir
 

@@ -44,11 +44,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _git_commit() -> str | None:
+    """The commit of the qbench source this process runs, '-dirty' if tracked files differ from it. Read
+    when a run starts: a commit made while it trains ran none of its code."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=Path(qbench.__file__).parent, capture_output=True, text=True,
+                              timeout=5)
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(qbench.__file__).parent,
-                             capture_output=True, text=True, timeout=5)
+        out = git("rev-parse", "HEAD")
         sha = out.stdout.strip()
-        return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
+        if out.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}", sha):
+            return None
+        return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no").stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -56,6 +63,7 @@ def _git_commit() -> str | None:
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, resume: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.commit = _git_commit()
         self.device = distributed.setup(resolve_device(cfg.trainer.device))
         self.main = distributed.is_main()  # only rank 0 of a torchrun job writes
         self.epochs = int(cfg.trainer.epochs)
@@ -272,7 +280,7 @@ class Trainer:
             "final_val_acc": accs[-1] if accs else None, "best_val_acc": max(accs) if accs else None,
             "wall_seconds": round(self.wall_before + self._elapsed(), 3), "device": _device_name(self.device),
             "processes": distributed.world_size(),
-            "qbench_version": qbench.__version__, "qbench_commit": _git_commit(), "paper": c.method.get("paper"),
+            "qbench_version": qbench.__version__, "qbench_commit": self.commit, "paper": c.method.get("paper"),
             "started_at": self._started,
             "run_dir": str(self.run_dir),
         }

@@ -1,6 +1,7 @@
 """`qbench` as a user runs it: real data subsets on CPU, multiruns, resume, and mistakes."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -241,3 +242,19 @@ def test_method_init_starts_from_a_finished_fp_run(tmp_path):
         r = qbench("train", "method=bnn", *args, *rest, cwd=tmp_path)
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
         assert len(list((tmp_path / "runs").rglob("config.yaml"))) == before  # nothing written
+
+
+def test_summary_credits_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    """A commit made while a run trains ran none of its code: the summary keeps the one read at the start."""
+    import qbench.train
+    from qbench.config import compose
+
+    real = qbench.train._git_commit()  # this checkout's HEAD, '-dirty' with uncommitted changes; None outside git
+    assert real is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", real), real
+    monkeypatch.setattr(qbench.train, "_git_commit", lambda: "a" * 40)
+    cfg = compose(["method=bnn", *TINY_MNIST, "data.subset=200", "data.val_subset=100", "trainer.epochs=1",
+                   "trainer.device=cpu"])
+    trainer = qbench.train.Trainer(cfg, tmp_path / "run")
+    monkeypatch.setattr(qbench.train, "_git_commit", lambda: "b" * 40 + "-dirty")  # committed while it trains
+    assert trainer.fit()["status"] == "completed"
+    assert _summary(tmp_path / "run")["qbench_commit"] == "a" * 40

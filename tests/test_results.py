@@ -170,8 +170,9 @@ def test_reproduce_smoke_table_and_plots_end_to_end(tmp_path):
     t = qbench("table", "paper=binaryconnect", "tier=smoke", "out=out", cwd=tmp_path)
     md = (tmp_path / "out" / "table_smoke.md").read_text()
     assert t.returncode == 0 and "SMOKE TIER" in md and md.count("(n=2)") == 1 and md.count("(n=3)") == 1
-    commit = json.loads(next(iter(runs)).joinpath("summary.json").read_text())["qbench_commit"]
-    assert f"- 5 runs finished; qbench commit {(commit or 'unknown')[:12]} (5 runs)" in md
+    commit = json.loads(next(iter(runs)).joinpath("summary.json").read_text())["qbench_commit"] or "unknown"
+    short = commit[:12] + "-dirty" * commit.endswith("-dirty")
+    assert f"- 5 runs finished; qbench commit {short} (5 runs)" in md
     assert "min on cpu (" in md and "% device time:" in (tmp_path / "out" / "table_smoke.tex").read_text()
     full = qbench("table", "paper=binaryconnect", "out=out", cwd=tmp_path)  # smoke runs never count as full
     assert full.returncode == 0 and "(n=2)" not in (tmp_path / "out" / "table.md").read_text()

@@ -113,6 +113,10 @@ def _runs(n: int) -> str:
     return f"{n} run" + "s" * (n != 1)
 
 
+def _short(commit: str | None) -> str:
+    return "unknown" if not commit else commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
 def provenance(runs: list[Run]) -> list[str]:
     """Where the reproduced numbers come from: qbench commits, hardware, and the device time they took
     (wall time x processes, summed over runs; on a GPU these are GPU-minutes)."""
@@ -122,7 +126,7 @@ def provenance(runs: list[Run]) -> list[str]:
     for r in runs:
         device, s = r.summary.get("device") or "unknown device", r.summary
         minutes[device] = minutes.get(device, 0.0) + s.get("wall_seconds", 0.0) * s.get("processes", 1) / 60
-    commits = Counter((r.summary.get("qbench_commit") or "unknown")[:12] for r in runs)
+    commits = Counter(_short(r.summary.get("qbench_commit")) for r in runs)
     return [f"{_runs(len(runs))} finished; qbench commit "
             + ", ".join(f"{c} ({_runs(n)})" for c, n in commits.most_common()),
             "device time: " + ", ".join(f"{m:.1f} min on {d}" for d, m in minutes.items())
