@@ -149,17 +149,22 @@ def paper_series(key: str, run_patterns: list[str], table: str | None = None,
     return out
 
 
+def _row_tags(f: Figure, tier: str) -> dict:
+    """The tags ``qbench reproduce`` gives a row's runs at this tier: how its runs are found."""
+    return {"paper": f.paper, "row": f.id, "tier": tier}
+
+
 def _candidates(f: Figure, groups: list[Group], tier: str) -> list[Group]:
     """The runs ``qbench reproduce`` made for this row at this tier. Other runs never fill a paper row, even
     of the same method, model and dataset: they may follow another recipe (use ``qbench compare``)."""
-    return [g for g in groups if g.get("tags.row") == f.id and g.get("tags.paper") == f.paper
-            and g.get("tags.tier") == tier]
+    want = _row_tags(f, tier)
+    return [g for g in groups if all(g.get(f"tags.{k}") == v for k, v in want.items())]
 
 
 def _not_counted(f: Figure, runs: list[Run], tier: str) -> str:
     """'1 failed, 2 unfinished' for this row's runs that did not complete: a row with fewer seeds than were
     launched says so (unfinished: still running, interrupted, or killed)."""
-    want = {"paper": f.paper, "row": f.id, "tier": tier}
+    want = _row_tags(f, tier)
     mine = [r for r in runs if all((r.config.get("tags") or {}).get(k) == v for k, v in want.items())]
     failed = sum(r.summary.get("status") == "failed" for r in mine)
     parts = [f"{failed} failed"] * bool(failed) + [f"{len(mine) - failed} unfinished"] * bool(len(mine) - failed)
