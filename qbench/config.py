@@ -154,7 +154,8 @@ def validate(cfg: DictConfig) -> None:
                         "qbench ptq run=<run dir of a trained fp model>")
     _int(cfg, "seed", 0)
     for key, low in (("trainer.epochs", 1), ("trainer.batch_size", 1), ("trainer.eval_batch_size", 1),
-                     ("trainer.eval_every", 1), ("data.workers", 0)):
+                     ("trainer.eval_every", 1),
+                     ("trainer.checkpoint_every", 1), ("data.workers", 0)):
         _int(cfg, key, low)
     _int(cfg, "data.subset", 1, optional=True)
     _int(cfg, "data.val_subset", 1, optional=True)

@@ -3,7 +3,7 @@
     model = create_model(...); method.apply(model)          # the layer policy quantizes the model
     for epoch:
         for x, y in train batches: loss(model(x), y).backward(); optimizer.step(); callbacks
-        evaluate; log; checkpoint (atomically, every epoch)
+        evaluate; log; checkpoint (atomically, every trainer.checkpoint_every epochs and after the last)
 """
 from __future__ import annotations
 
@@ -232,7 +232,8 @@ class Trainer:
                               "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
                               "seconds": time.time() - t, **extra}
                     self.history.append(record)
-                    if self.main:
+                    every = int(self.cfg.trainer.checkpoint_every)
+                    if self.main and ((epoch + 1) % every == 0 or epoch + 1 == self.epochs):
                         save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._state(epoch + 1))
                         self.metrics.write(record)
                         log.info(_epoch_line(record, self.epochs))

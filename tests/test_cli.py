@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from conftest import DATA, qbench, run_dir_of
@@ -258,3 +259,23 @@ def test_summary_credits_the_commit_the_run_started_from(tmp_path, monkeypatch):
     monkeypatch.setattr(qbench.train, "_git_commit", lambda: "b" * 40 + "-dirty")  # committed while it trains
     assert trainer.fit()["status"] == "completed"
     assert _summary(tmp_path / "run")["qbench_commit"] == "a" * 40
+
+
+def test_checkpoint_every_n_epochs_and_after_the_last(tmp_path, monkeypatch):
+    """trainer.checkpoint_every=2 over 5 epochs saves after epochs 2, 4 and 5 (the last always); 0 is refused."""
+    import qbench.train
+    from qbench.config import compose, validate
+    from qbench.errors import UserError
+
+    saved = []
+    real_save = qbench.train.save_checkpoint
+    monkeypatch.setattr(qbench.train, "save_checkpoint", lambda path, state: (saved.append(state["epoch"]),
+                                                                              real_save(path, state)))
+    base = ["method=bnn", *TINY_MNIST, "data.subset=100", "data.val_subset=100", "trainer.epochs=5",
+            "trainer.device=cpu"]
+    trainer = qbench.train.Trainer(compose(base + ["trainer.checkpoint_every=2"]), tmp_path / "run")
+    assert trainer.fit()["status"] == "completed"
+    assert saved == [2, 4, 5]
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 5
+    with pytest.raises(UserError, match="trainer.checkpoint_every=0 is invalid"):
+        validate(compose(base + ["trainer.checkpoint_every=0"]))
