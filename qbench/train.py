@@ -233,8 +233,9 @@ class Trainer:
                               "seconds": time.time() - t, **extra}
                     self.history.append(record)
                     every = int(self.cfg.trainer.checkpoint_every)
-                    if self.main and ((epoch + 1) % every == 0 or epoch + 1 == self.epochs):
-                        save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._state(epoch + 1))
+                    if self.main:
+                        if (epoch + 1) % every == 0 or epoch + 1 == self.epochs:
+                            save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._state(epoch + 1))
                         self.metrics.write(record)
                         log.info(_epoch_line(record, self.epochs))
             summary = self._summary("completed")

@@ -276,6 +276,7 @@ def test_checkpoint_every_n_epochs_and_after_the_last(tmp_path, monkeypatch):
     trainer = qbench.train.Trainer(compose(base + ["trainer.checkpoint_every=2"]), tmp_path / "run")
     assert trainer.fit()["status"] == "completed"
     assert saved == [2, 4, 5]
+    assert [r["epoch"] for r in _metrics(tmp_path / "run")] == [1, 2, 3, 4, 5]  # every epoch is still logged
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 5
     with pytest.raises(UserError, match="trainer.checkpoint_every=0 is invalid"):
         validate(compose(base + ["trainer.checkpoint_every=0"]))
