@@ -136,3 +136,36 @@ def test_block_order_mistake():
     from qbench.methods import build_method
     with pytest.raises(UserError, match="method.block_order='pool_first' is invalid; valid: model, xnor"):
         build_method(compose(["method=xnor", "method.block_order=pool_first"]).method)
+
+
+def test_dropout_acts_after_the_binarized_activation_as_in_bnn():
+    """BNN's Theano MLP is dense -> BN -> binary_tanh -> dropout -> dense: the next layer sees a dropped unit
+    as 0 and a kept one as +-1/(1-p) = +-2 in training, every unit as +-1 in evaluation. Binarizing after
+    the dropout instead would turn each dropped 0 into +1."""
+    from qbench.config import compose
+    from qbench.methods import build_method
+    method = build_method(compose(["method=bnn"]).method)
+    torch.manual_seed(0)
+    net = create_model("mlp", 1, 10, 28, hidden=[64, 64], activation="hardtanh", dropout_hidden=0.5)
+    plain_keys = list(net.state_dict())
+    rows = method.apply(net)
+    assert [r.name for r in rows if r.kind.endswith("dropout after input quantizer")] == ["5", "9"]
+    assert list(net.state_dict()) == plain_keys  # an Identity holds the dropout's place: checkpoints load
+    seen = []
+    second = net[5]
+    op = second._op
+    second._op = lambda x, w: (seen.append(x.detach().clone()), op(x, w))[1]
+    x = torch.rand(32, 1, 28, 28)
+    net.train()
+    net(x)
+    values = set(seen[-1].unique().tolist())
+    assert values == {-2.0, 0.0, 2.0}
+    zeros = (seen[-1] == 0).float().mean().item()
+    assert 0.4 < zeros < 0.6  # about half of the 32 x 64 units dropped
+    net.eval()
+    net(x)
+    assert set(seen[-1].unique().tolist()) == {-1.0, 1.0}
+    # a method without an input quantizer (BinaryConnect) keeps the model's dropout where it was
+    bc = create_model("mlp", 1, 10, 28, hidden=[64, 64], dropout_hidden=0.5)
+    build_method(compose(["method=binaryconnect"]).method).apply(bc)
+    assert isinstance(bc[4], nn.Dropout) and "input_dropout" not in bc[5]._modules

@@ -97,6 +97,7 @@ def test_grouping_averages_seeds_never_configs_and_skips_unfinished(tmp_path):
     table = compare([str(tmp_path)], ["method"])
     assert [r[-1] for r in table.rows][0].startswith("method.mode=det") and "stoch" in table.rows[1][-1]
     assert table.rows[0][1].startswith("98.50 ± 0.71 (n=2)")
+    assert table.rows[1][1] == "97.00 (n=1)"  # one run: no std shown, not a '± 0.00'
     # the paper table: BinaryConnect det MNIST reported as error, reproduced 1.50 +- 0.71
     rows = {r[1]: r for r in paper_table("binaryconnect", [str(tmp_path)]).rows}
     det = rows["MNIST W1/A32 det"]

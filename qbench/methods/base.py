@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from qbench.checkpoint import load_checkpoint
 from qbench.errors import UserError
 from qbench.methods.callbacks import Callback
-from qbench.methods.policy import BLOCK_ORDERS, LayerRow, apply_layer_policy, xnor_block_order
+from qbench.methods.policy import (BLOCK_ORDERS, LayerRow, apply_layer_policy, dropout_after_quantizer,
+                                   xnor_block_order)
 from qbench.models import create_model
 from qbench.nn.bn_fold import conv_bn_pairs, fold_batch_norms
 from qbench.quant import get_quantizer
@@ -46,6 +47,7 @@ class Method:
                                   self.keep_first_fp, self.keep_last_fp, self.output_quantizer, self.input_scale)
         fold_batch_norms(model, pairs)
         reordered = set(xnor_block_order(model)) if self.block_order == "xnor" else set()
+        dropped = set(dropout_after_quantizer(model))
         if self.weight_init is not None and not self.init:
             for m in model.modules():
                 if getattr(m, "weight_quantizer", None) is not None:
@@ -54,6 +56,7 @@ class Method:
         for r in rows:
             r.kind += " + folded BN" if r.name in folded else ""
             r.kind += " + pool" if r.name in reordered else ""
+            r.kind += " + dropout after input quantizer" if r.name in dropped else ""
         for cb in self.callbacks:
             try:
                 cb.setup(model)

@@ -62,6 +62,25 @@ def apply_layer_policy(model: nn.Module, weight_quantizer, input_quantizer,
     return rows
 
 
+def dropout_after_quantizer(model: nn.Module) -> list[str]:
+    """A quantized activation is the nonlinearity, and dropout follows the nonlinearity: BNN's Theano MLP is
+    dense -> BN -> binary_tanh -> dropout -> dense, so a dropped unit reaches the next layer as 0 and a kept
+    one as +-1/(1-p). qbench's models put ``nn.Dropout`` before the next layer, whose input quantizer would
+    then binarize the dropped zeros to +1. In every ``nn.Sequential``, a dropout directly before a layer with
+    an input quantizer is therefore moved into that layer, after its quantizer; an ``nn.Identity`` keeps its
+    place, so module names and checkpoints are unchanged. Returns the names of the layers that took one."""
+    moved = []
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        items = list(seq._modules.items())
+        for (name, drop), (_, layer) in zip(items, items[1:]):
+            if (isinstance(drop, nn.Dropout) and isinstance(layer, (QConv2d, QLinear))
+                    and layer.input_quantizer is not None):
+                layer.input_dropout = drop
+                seq._modules[name] = nn.Identity()
+                moved.append(next(n for n, m in model.named_modules() if m is layer))
+    return moved
+
+
 BLOCK_ORDERS = ("model", "xnor")
 _ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.Hardtanh, nn.Identity)
 

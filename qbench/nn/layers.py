@@ -39,6 +39,7 @@ class _QuantizedMixin:
     input_quantizer: Quantizer | None
     output_quantizer: Quantizer | None = None
     input_scale: Callable[..., torch.Tensor] | None = None  # f(real input, **geometry) -> output scale (XNOR K)
+    # a submodule "input_dropout", if present, drops units after the input quantizer (policy.dropout_after_quantizer)
 
     def __init__(self, *args, weight_quantizer: Quantizer | None = None, input_quantizer: Quantizer | None = None,
                  output_quantizer: Quantizer | None = None, input_scale=None, **kwargs):
@@ -60,6 +61,8 @@ class _QuantizedMixin:
     def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
+        if "input_dropout" in self._modules:
+            x = self._modules["input_dropout"](x)
         w = self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
         return x, w
 

@@ -31,7 +31,8 @@ def _pct(acc: float, metric: str) -> float | None:
 
 
 def _fmt(mean, std, n) -> str:
-    return f"{mean:.2f} ± {std:.2f} (n={n})"
+    """'mean ± std (n=N)'; one run has no spread to show, so it is 'value (n=1)', never '± 0.00'."""
+    return f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} ± {std:.2f} (n={n})"
 
 
 class Output:
