@@ -55,6 +55,8 @@ def _git_commit() -> str | None:
         sha = out.stdout.strip()
         if out.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}", sha):
             return None
+        if git("ls-files", "--error-unmatch", Path(qbench.__file__).name).returncode != 0:
+            return None  # an installed copy inside some other repository: that repository's HEAD is not ours
         return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no").stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -280,3 +280,27 @@ def test_checkpoint_every_n_epochs_and_after_the_last(tmp_path, monkeypatch):
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 5
     with pytest.raises(UserError, match="trainer.checkpoint_every=0 is invalid"):
         validate(compose(base + ["trainer.checkpoint_every=0"]))
+
+
+def test_commit_is_none_when_the_package_is_not_tracked_by_the_repository_around_it(tmp_path, monkeypatch):
+    """A qbench installed (copied) into another project's checkout must not record that project's HEAD."""
+    import qbench
+    import qbench.train
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "other.txt").write_text("another project\n")
+    git("add", "other.txt")
+    git("commit", "-qm", "other project")
+    pkg = tmp_path / "site" / "qbench"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.setattr(qbench, "__file__", str(pkg / "__init__.py"))
+    assert qbench.train._git_commit() is None
+    git("add", "site")
+    git("commit", "-qm", "now tracked")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert qbench.train._git_commit() == head
