@@ -149,7 +149,7 @@ def test_dropout_acts_after_the_binarized_activation_as_in_bnn():
     net = create_model("mlp", 1, 10, 28, hidden=[64, 64], activation="hardtanh", dropout_hidden=0.5)
     plain_keys = list(net.state_dict())
     rows = method.apply(net)
-    assert [r.name for r in rows if r.kind.endswith("dropout after input quantizer")] == ["5", "9"]
+    assert [r.name for r in rows if r.kind.endswith("+ dropout")] == ["5", "9"]
     assert list(net.state_dict()) == plain_keys  # an Identity holds the dropout's place: checkpoints load
     seen = []
     second = net[5]

@@ -56,7 +56,7 @@ class Method:
         for r in rows:
             r.kind += " + folded BN" if r.name in folded else ""
             r.kind += " + pool" if r.name in reordered else ""
-            r.kind += " + dropout after input quantizer" if r.name in dropped else ""
+            r.kind += " + dropout" if r.name in dropped else ""  # applied after its input quantizer
         for cb in self.callbacks:
             try:
                 cb.setup(model)
