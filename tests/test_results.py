@@ -214,3 +214,16 @@ def test_every_runnable_row_is_a_valid_run_at_both_tiers():
                     check_overrides([_as_override(k, v) for k, v in settings(f, tier).items()], data=False)
                 n += 1
     assert n >= 43  # BC 9, BNN 3, SQ 20, TWN 6, WAGE 2, Back to Simplicity 4 (more as rows are added)
+
+
+def test_checkpoint_frequency_never_splits_a_group(tmp_path):
+    """How often a run saved checkpoints does not change what it trained. Runs from before the key existed
+    have none: they still group with runs that set it."""
+    _fake_run(tmp_path, "old", "bwn", 0, 0.9897)
+    _fake_run(tmp_path, "new", "bwn", 1, 0.9901)
+    cfg = yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())
+    cfg["trainer"]["checkpoint_every"] = 10
+    (tmp_path / "new" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    done, _ = find_runs([str(tmp_path)])
+    groups = group_runs(done)
+    assert len(groups) == 1 and len(groups[0].runs) == 2
