@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from qbench.config import compose
+from qbench.config import compile_options, compose
 from qbench.data.loader import Data, TensorLoader
 from qbench.errors import UserError
 from qbench.losses import LOSSES
@@ -119,7 +119,7 @@ def measure(method: str, model: str, batch: int, steps: int, warmup: int, device
     channels_last = not reference and (device.type == "cuda" if cl == "auto" else bool(cl))
     if channels_last:
         net.to(memory_format=torch.channels_last)
-    step_net = (torch.compile(net, backend=cfg.trainer.compile_backend) if cfg.trainer.compile and not reference
+    step_net = (torch.compile(net, **compile_options(cfg.trainer)) if cfg.trainer.compile and not reference
                 else net)
     amp = cfg.trainer.amp == "bf16" and device.type == "cuda" and not reference
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()

@@ -17,6 +17,9 @@ from qbench.errors import UserError, choices
 CONFIG_DIR = Path(os.environ.get("QBENCH_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 GROUPS = ("method", "model", "dataset", "optim", "sched")
 MAX_PRECHECK_JOBS = 64
+# torch.compile's modes; reduce-overhead replays the step as CUDA graphs, which is what a small model whose
+# step is bound by kernel launches (the MNIST MLPs) needs
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def config_dir() -> Path:
@@ -126,6 +129,13 @@ def check_overrides(overrides: list[str], data: bool = True) -> None:
             checked_data.add(data_key)
 
 
+def compile_options(trainer: DictConfig) -> dict:
+    """torch.compile's keyword arguments for trainer.compile_backend and trainer.compile_mode (a mode other
+    than default is passed on only when set: backends other than inductor take no mode)."""
+    mode = trainer.get("compile_mode", "default")
+    return {"backend": trainer.get("compile_backend", "inductor"), **({"mode": mode} if mode != "default" else {})}
+
+
 _MISSING = object()
 
 
@@ -168,6 +178,9 @@ def validate(cfg: DictConfig) -> None:
     compile_, backend = t.get("compile", False), t.get("compile_backend", "inductor")
     if not isinstance(compile_, bool):
         raise UserError(f"trainer.compile={compile_!r} is invalid; valid: true, false")
+    mode = t.get("compile_mode", "default")
+    if mode not in COMPILE_MODES:
+        raise UserError(f"trainer.compile_mode={mode!r} is invalid; valid: {choices(COMPILE_MODES)}")
     if compile_:
         from torch._dynamo import list_backends
 

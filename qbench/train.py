@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import qbench
 from qbench import distributed
+from qbench.config import compile_options
 from qbench.checkpoint import load_checkpoint, save_checkpoint, write_json
 from qbench.data import build_data
 from qbench.errors import UserError
@@ -81,7 +82,7 @@ class Trainer:
         self.step_model = distributed.wrap(self.model, self.device)  # callbacks and checkpoints see self.model
         self.eager_step_model, self.compile_pending = self.step_model, bool(cfg.trainer.get("compile", False))
         if self.compile_pending:
-            self.step_model = torch.compile(self.step_model, backend=cfg.trainer.get("compile_backend", "inductor"))
+            self.step_model = torch.compile(self.step_model, **compile_options(cfg.trainer))
         self.callbacks = self.method.callbacks
 
         lr = float(cfg.optim.lr)

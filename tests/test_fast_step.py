@@ -99,6 +99,9 @@ def test_a_failing_compiler_falls_back_to_eager_with_the_same_result(tmp_path, c
 
 @pytest.mark.parametrize("override,message", [("trainer.compile=maybe", "trainer.compile='maybe' is invalid"),
                                               ("trainer.channels_last=yes", "trainer.channels_last='yes' is invalid"),
+                                              ("trainer.compile_mode=fastest",
+                                               "trainer.compile_mode='fastest' is invalid; valid: default, "
+                                               "max-autotune, max-autotune-no-cudagraphs, reduce-overhead"),
                                               ("trainer.compile=true trainer.compile_backend=turbo",
                                                "trainer.compile_backend='turbo' is invalid; valid: aot_eager")])
 def test_fast_step_setting_mistakes(override, message, data_root):
@@ -114,6 +117,17 @@ def test_a_run_config_from_before_the_fast_step_settings_still_validates():
     from qbench.config import validate
     cfg = compose(["method=bnn", "model=mlp", "dataset=mnist"])
     old = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # as a resumed run's config.yaml
-    for key in ("compile", "compile_backend", "channels_last"):
+    for key in ("compile", "compile_backend", "compile_mode", "channels_last"):
         del old.trainer[key]
     validate(old)
+
+
+def test_compile_mode_reaches_torch_compile_only_when_set():
+    """aot_eager and the other non-inductor backends take no mode: the default one is not passed on."""
+    from omegaconf import OmegaConf
+
+    from qbench.config import compile_options
+    t = OmegaConf.create({"compile_backend": "aot_eager"})
+    assert compile_options(t) == {"backend": "aot_eager"}
+    t = OmegaConf.create({"compile_backend": "inductor", "compile_mode": "reduce-overhead"})
+    assert compile_options(t) == {"backend": "inductor", "mode": "reduce-overhead"}
