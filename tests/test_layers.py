@@ -75,6 +75,29 @@ def test_glorot_lr_scale_matches_bc_code():
     assert n == len(list(model.parameters()))
 
 
+@pytest.mark.parametrize("method", ["binaryconnect", "bnn"])
+def test_bc_and_bnn_start_binarized_weights_from_uniform_minus_one_one(method):
+    """binary_connect.py / binary_net.py: W = Uniform((-H, H)), H = 1, for every binarized layer; batch norm
+    keeps its own init, and method.weight_init=null keeps the model's (PyTorch's) init."""
+    from qbench.config import compose
+    from qbench.methods import build_method
+    torch.manual_seed(0)
+    for weight_init, bound in ((None, (0.9, 1.0)), ("null", (0.0, 0.07))):
+        cfg = compose([f"method={method}", "model=mlp", "dataset=mnist"]
+                      + ([f"method.weight_init={weight_init}"] if weight_init else []))
+        model = create_model("mlp", 1, 10, 28, hidden=[256, 256])
+        build_method(cfg.method).apply(model)
+        weights = [m.weight for m in model.modules() if getattr(m, "weight_quantizer", None) is not None]
+        assert len(weights) == 3
+        for w in weights:
+            assert bound[0] < w.abs().max() <= bound[1]
+        if weight_init is None:  # U(-1, 1): mean 0, E|w| = 1/2
+            w = torch.cat([w.flatten() for w in weights])
+            assert abs(w.mean()) < 0.01 and abs(w.abs().mean() - 0.5) < 0.01
+        bn = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+        assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in bn)
+
+
 def test_squared_hinge_by_hand():
     from qbench.losses import squared_hinge
     logits = torch.tensor([[0.5, -2.0, 1.5]])

@@ -8,6 +8,7 @@ from qbench.quant.binary import (
     approx_sign,
     binarize,
     binaryconnect,
+    binaryconnect_init,
     hard_sigmoid,
     sign,
     ste_sign,
@@ -35,6 +36,7 @@ from qbench.quant.registry import QUANTIZERS, get_quantizer
 
 __all__ = [
     "QUANTIZERS", "affine_qparams", "approx_sign", "binarize", "binarize_scaled", "binary_relax", "binaryconnect",
+    "binaryconnect_init",
     "dorefa_activation", "dorefa_gradient", "dorefa_gradient_ste", "dorefa_weight", "fake_quant_affine", "fixed_point",
     "fraction_bits",
     "get_quantizer", "hard_sigmoid", "hwgq", "hwgq_bins", "hwgq_step", "inq_exponents", "power_of_two", "quantization_error",

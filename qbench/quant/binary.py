@@ -57,6 +57,16 @@ def binaryconnect(w: torch.Tensor, mode: str = "det", generator: torch.Generator
     return straight_through(wb, w)
 
 
+def binaryconnect_init(w: torch.Tensor, bound: float = 1.0) -> torch.Tensor:
+    """Fill ``w`` in place from U(-H, H), H = ``bound`` = 1: how BinaryConnect's and BNN's reference code
+    starts a binarized layer's real-valued weights (binary_connect.py / binary_net.py ``DenseLayer`` and
+    ``Conv2DLayer``: ``W=lasagne.init.Uniform((-H, H))`` with ``H = 1.``), i.e. spread over the whole clipping
+    range [-1, 1] rather than at a Glorot/Kaiming scale. The Glorot learning-rate scale (``GlorotLRScale``)
+    is sized for weights of this range."""
+    with torch.no_grad():
+        return w.uniform_(-bound, bound)
+
+
 def approx_sign(x: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
     """Sign with the ApproxSign gradient (Bi-Real Net; "Back to Simplicity" eq. 3).
 
