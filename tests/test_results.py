@@ -227,3 +227,9 @@ def test_checkpoint_frequency_never_splits_a_group(tmp_path):
     done, _ = find_runs([str(tmp_path)])
     groups = group_runs(done)
     assert len(groups) == 1 and len(groups[0].runs) == 2
+
+
+def test_a_difference_that_rounds_to_zero_shows_no_minus_sign():
+    from qbench.results.tables import _signed
+    assert _signed(-0.004) == "+0.00" and _signed(0.004) == "+0.00"
+    assert _signed(-0.006) == "-0.01" and _signed(0.21) == "+0.21"

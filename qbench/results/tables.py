@@ -30,6 +30,11 @@ def _pct(acc: float, metric: str) -> float | None:
     return None
 
 
+def _signed(d: float) -> str:
+    """A difference to two decimals with its sign; one that rounds to zero is "+0.00", never "-0.00"."""
+    return f"{round(d, 2) + 0.0:+.2f}"
+
+
 def _fmt(mean, std, n) -> str:
     """'mean ± std (n=N)'; one run has no spread to show, so it is 'value (n=1)', never '± 0.00'."""
     return f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} ± {std:.2f} (n={n})"
@@ -190,7 +195,7 @@ def _figure_row(f: Figure, groups: list[Group], not_counted: str = "") -> list:
     import statistics
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    delta = "" if f.value is None or isinstance(f.value, str) else f"{mean - f.value:+.2f}"
+    delta = "" if f.value is None or isinstance(f.value, str) else _signed(mean - f.value)
     epochs = sorted({r.summary.get("epochs_completed") for r in g.runs})
     shown = _fmt(mean, std, len(values)) + (f"; not counted: {not_counted}" if not_counted else "")
     return base + [shown, delta, "/".join(map(str, epochs))]
