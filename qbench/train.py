@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import qbench
 from qbench import distributed
-from qbench.config import compile_options
 from qbench.checkpoint import load_checkpoint, save_checkpoint, write_json
+from qbench.config import compile_options
 from qbench.data import build_data
 from qbench.errors import UserError
 from qbench.losses import LOSSES

@@ -216,13 +216,14 @@ def test_every_runnable_row_is_a_valid_run_at_both_tiers():
     assert n >= 43  # BC 9, BNN 3, SQ 20, TWN 6, WAGE 2, Back to Simplicity 4 (more as rows are added)
 
 
-def test_checkpoint_frequency_never_splits_a_group(tmp_path):
-    """How often a run saved checkpoints does not change what it trained. Runs from before the key existed
-    have none: they still group with runs that set it."""
+@pytest.mark.parametrize("key,value", [("checkpoint_every", 10), ("compile_mode", "reduce-overhead")])
+def test_how_a_run_was_executed_never_splits_a_group(tmp_path, key, value):
+    """How often a run saved checkpoints, or whether its steps replayed as CUDA graphs, does not change what
+    it trained. Runs from before such a key existed have none: they still group with runs that set it."""
     _fake_run(tmp_path, "old", "bwn", 0, 0.9897)
     _fake_run(tmp_path, "new", "bwn", 1, 0.9901)
     cfg = yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())
-    cfg["trainer"]["checkpoint_every"] = 10
+    cfg["trainer"][key] = value
     (tmp_path / "new" / "config.yaml").write_text(yaml.safe_dump(cfg))
     done, _ = find_runs([str(tmp_path)])
     groups = group_runs(done)
