@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -31,6 +32,7 @@ from qbench.methods import build_method
 from qbench.models import create_model
 from qbench.optim import build_optimizer, build_scheduler
 from qbench.report import MetricsLog, layer_table, progress_bar
+from qbench.results.runs import init_record
 
 log = logging.getLogger("qbench")
 
@@ -67,6 +69,10 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, resume: bool = False):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.commit = _git_commit()
+        # the run this one starts from (method.init), as summary.json records it; a resumed run keeps its record
+        previous = self.run_dir / "summary.json"
+        self.init = (json.loads(previous.read_text()).get("init") if resume and previous.is_file() else None) or (
+            init_record(cfg.method.init) if cfg.method.get("init") else None)
         self.device = distributed.setup(resolve_device(cfg.trainer.device))
         self.main = distributed.is_main()  # only rank 0 of a torchrun job writes
         self.epochs = int(cfg.trainer.epochs)
@@ -288,6 +294,7 @@ class Trainer:
             "qbench_version": qbench.__version__, "qbench_commit": self.commit, "paper": c.method.get("paper"),
             "started_at": self._started,
             "run_dir": str(self.run_dir),
+            **({"init": self.init} if self.init else {}),
         }
 
 

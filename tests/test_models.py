@@ -54,6 +54,12 @@ def test_classic_nets_by_hand():
     # VGG-7: convs 3-128-128-256-256-512-512 (3x3), BN, FC 8192 -> 1024 + BN, FC 1024 -> 10
     convs = sum(a * b * 9 for a, b in ((3, 128), (128, 128), (128, 256), (256, 256), (256, 512), (512, 512)))
     assert torch_count(create_model("vgg7", 3, 10, 32)) == convs + 2 * 1792 + 8192 * 1024 + 2 * 1024 + 10250
+    # VGG-11 (BinaryRelax): convs 3-64-128-256-256-512-512-512-512 (3x3), BN after each, FC 512 -> 10
+    convs = sum(a * b * 9 for a, b in ((3, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512),
+                                        (512, 512), (512, 512)))
+    bns = 2 * (64 + 128 + 2 * 256 + 4 * 512)
+    assert torch_count(create_model("vgg11", 3, 10, 32)) == convs + bns + 5130
+    assert convs + bns + 5130 + 2752 == 9_231_114  # the notebook's net, with its conv biases (which BN cancels)
     # AlexNet-BN (ungrouped, convs and hidden FCs without bias, BN after each)
     convs = 3 * 96 * 121 + 96 * 256 * 25 + 256 * 384 * 9 + 384 * 384 * 9 + 384 * 256 * 9
     bns = 2 * (96 + 256 + 384 + 384 + 256) + 2 * 2 * 4096
@@ -62,7 +68,7 @@ def test_classic_nets_by_hand():
 
 
 @pytest.mark.parametrize("name", ["resnete18", "binarydensenet28", "binarydensenet37", "binarydensenet37_dilated",
-                                  "alexnet_bn", "lenet5", "vgg7"])
+                                  "alexnet_bn", "lenet5", "vgg7", "vgg11"])
 def test_builds_for_32_and_224_with_bnn_forward_backward(name):
     from qbench.config import compose
     from qbench.methods import build_method
@@ -77,7 +83,7 @@ def test_builds_for_32_and_224_with_bnn_forward_backward(name):
 
 def test_small_nets_pool_imagenet_inputs_to_their_own_classifier():
     # lenet5 and the VGGs average-pool large inputs to the 32 px net's last feature map: same parameters
-    for name in ("lenet5", "vgg7", "vgg_small", "vgg9"):
+    for name in ("lenet5", "vgg7", "vgg_small", "vgg9", "vgg11"):
         assert torch_count(create_model(name, 3, 10, 224)) == torch_count(create_model(name, 3, 10, 32)), name
 
 

@@ -205,15 +205,17 @@ def test_every_runnable_row_is_a_valid_run_at_both_tiers():
     from qbench.config import check_overrides
     from qbench.results import paper_keys
     from qbench.results.registry import load_paper
-    from qbench.results.reproduce import _as_override, settings
+    from qbench.results.reproduce import _as_override, select, settings
     n = 0
     for key in paper_keys():
+        if any(f.experiment for f in load_paper(key).figures):
+            select(key, None, None)  # checks that every init_row names a runnable row that starts from scratch
         for f in load_paper(key).figures:
             if f.experiment:
                 for tier in ("full", "smoke"):
                     check_overrides([_as_override(k, v) for k, v in settings(f, tier).items()], data=False)
                 n += 1
-    assert n >= 43  # BC 9, BNN 3, SQ 20, TWN 6, WAGE 2, Back to Simplicity 4 (more as rows are added)
+    assert n >= 45  # BC 9, BNN 3, SQ 20, TWN 6, WAGE 2, Back to Simplicity 4, BinaryRelax 2 (more as rows are added)
 
 
 @pytest.mark.parametrize("key,value", [("checkpoint_every", 10), ("compile_mode", "reduce-overhead")])
@@ -234,3 +236,43 @@ def test_a_difference_that_rounds_to_zero_shows_no_minus_sign():
     from qbench.results.tables import _signed
     assert _signed(-0.004) == "+0.00" and _signed(0.004) == "+0.00"
     assert _signed(-0.006) == "-0.01" and _signed(0.21) == "+0.21"
+
+
+def test_a_row_starts_from_its_init_rows_run_of_the_same_seed(tmp_path):
+    """BinaryRelax's binary row starts, as the authors' notebook does, from the float row's trained model:
+    each seed from the float run of that seed, found by `reproduce` itself."""
+    binary, float_row = "cifar10_vgg_11_bn_w1_scaled_binary_binaryrelax_acc", "cifar10_vgg_11_bn_w32_acc"
+    small = ["model.width=0.125", "data.subset=64", "data.val_subset=64", "trainer.progress=false"]
+    alone = qbench("reproduce", "paper=binaryrelax", f"rows={binary}", "seeds=1", "tier=smoke", *small, cwd=tmp_path)
+    assert alone.returncode == 2 and len(alone.stderr.strip().splitlines()) == 1, alone.stderr
+    assert f"starts from a finished run of row '{float_row}' with the same seed; none for seed 0" in alone.stderr
+    assert not (tmp_path / "runs").exists()  # refused before anything ran
+    p = qbench("reproduce", "paper=binaryrelax", "seeds=2", "tier=smoke", *small, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    runs = {}
+    for s in (tmp_path / "runs" / "reproduce" / "binaryrelax" / "smoke").glob("*/*/summary.json"):
+        cfg = yaml.safe_load((s.parent / "config.yaml").read_text())
+        runs[(cfg["tags"]["row"], cfg["seed"])] = (s.parent, cfg, json.loads(s.read_text()))
+    assert sorted(runs) == sorted((r, s) for r in (binary, float_row) for s in (0, 1))
+    for seed in (0, 1):
+        d, cfg, summary = runs[(binary, seed)]
+        start = runs[(float_row, seed)][0].resolve()
+        assert cfg["method"]["init"] == str(start) and summary["init"]["run"] == str(start)
+        assert summary["init"]["row"] == float_row
+    # both seeds started from one configuration of the float row: they average together
+    t = qbench("table", "paper=binaryrelax", "tier=smoke", "out=out", cwd=tmp_path)
+    assert t.returncode == 0 and (tmp_path / "out" / "table_smoke.md").read_text().count("(n=2)") == 2, t.stdout
+    again = qbench("reproduce", "paper=binaryrelax", f"rows={binary}", "seed=1", "tier=smoke", *small, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # the float row's runs are found again, from a later command
+    assert len(list((tmp_path / "runs" / "reproduce" / "binaryrelax" / "smoke").glob("*/*/summary.json"))) == 5
+
+
+def test_runs_from_differently_trained_inits_never_average(tmp_path):
+    for name, seed, config in (("a", 0, "1f649a4aaa5f"), ("b", 1, "1f649a4aaa5f"), ("c", 2, "0123456789ab")):
+        _fake_run(tmp_path, name, "binaryrelax", seed, 0.9, init=f"/elsewhere/fp-s{seed}")
+        s = json.loads((tmp_path / name / "summary.json").read_text())
+        (tmp_path / name / "summary.json").write_text(json.dumps({**s, "init": {"run": "x", "row": "fp",
+                                                                                "config": config}}))
+    groups = sorted(group_runs(find_runs([str(tmp_path)])[0]), key=lambda g: len(g.runs))
+    assert [len(g.runs) for g in groups] == [1, 2]
+    assert groups[1].get("method.init") == "fp (config 1f649a4aaa5f)"

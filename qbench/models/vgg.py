@@ -6,7 +6,10 @@ vgg7 (TWN, WAGE): 2x128C3-MP2-2x256C3-MP2-2x512C3-MP2-1024FC-10; ``bn=false`` is
   norm anywhere, which WAGE replaces by constant layer scales).
 vgg9 (Stochastic Quantization, Dong et al. 2017, official prototxt): 2x64C3-MP2-D.25-2x128C3-MP2-D.25-
   2x256C3-MP2-D.25-512FC-D.5-512FC-D.5-10FC; conv/FC -> BN -> ReLU, pool after; last FC with bias, no BN.
-Inputs above 64 px (ImageNet) are average-pooled to 4x4 before the classifier, so the FC layers are those of
+vgg11 (BinaryRelax, Yin et al. 2018, the authors' VGG11-Cifar10 notebook): 64C3-MP2-128C3-MP2-2x256C3-MP2-
+  2x512C3-MP2-2x512C3-MP2-10FC, conv -> BN -> ReLU, pool after (the notebook's conv biases, which BN cancels,
+  are left out).
+Inputs above 64 px (ImageNet) are average-pooled to the 32 px net's last map (4x4; vgg11 1x1) before the classifier, so the FC layers are those of
 the 32 px net.
 """
 from __future__ import annotations
@@ -23,6 +26,8 @@ SPECS = {
                  out_bn=False, conv_dropout=0.0, fc_dropout=0.0),
     "vgg9": dict(stages=[(64, 2), (128, 2), (256, 2)], fc=[512, 512], pool_before_bn=False,
                  out_bn=False, conv_dropout=0.25, fc_dropout=0.5),
+    "vgg11": dict(stages=[(64, 1), (128, 1), (256, 2), (512, 2), (512, 2)], fc=[], pool_before_bn=False,
+                  out_bn=False, conv_dropout=0.0, fc_dropout=0.0),
 }
 
 
@@ -46,9 +51,9 @@ def _vgg(spec: dict, in_channels: int, num_classes: int, image_size: int, width:
         size //= 2
         if conv_dropout:
             layers.append(nn.Dropout(conv_dropout))
-    if image_size > 64:  # ImageNet-sized inputs: pooled to the 32 px net's 4x4 so the classifier is the same
-        layers.append(nn.AdaptiveAvgPool2d(4))
-        size = 4
+    if image_size > 64:  # ImageNet-sized inputs: pooled to the 32 px net's last map so the classifier is the same
+        size = 32 >> len(spec["stages"])
+        layers.append(nn.AdaptiveAvgPool2d(size))
     layers.append(nn.Flatten())
     f_in = c_in * size * size
     for f in spec["fc"]:

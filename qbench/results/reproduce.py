@@ -4,6 +4,10 @@ Each selected figure's experiment becomes a config in a temporary ``experiment``
 dataset as defaults overrides, its settings and, for tier=full, the paper's recipe); Hydra then sweeps
 ``+experiment=<rows> seed=<seeds>``, so any Hydra launcher applies. Every run is tagged with paper, table,
 row and tier, which is how ``qbench table`` finds it.
+
+A row whose experiment names an ``init_row`` starts, as its paper did, from a trained model: each of its seeds
+from the finished run of that row with the same seed and tier (``method.init``). Such rows run as a second
+multirun, one experiment per row and seed, after the first has trained the rows they start from.
 """
 from __future__ import annotations
 
@@ -27,6 +31,13 @@ def select(paper_key: str, table: str | None, rows: list[str] | None) -> list[Fi
     if table is not None and not figures:
         raise UserError(f"paper {paper_key!r} has no table {table!r}; valid: {choices(paper.tables())}")
     runnable = [f for f in figures if f.experiment]
+    everything = {f.id: f for f in paper.figures if f.experiment}
+    for f in runnable:
+        init_row = f.experiment.get("init_row")
+        if init_row is not None and (init_row not in everything or everything[init_row].experiment.get("init_row")):
+            valid = choices(i for i, g in everything.items() if not g.experiment.get("init_row"))
+            raise UserError(f"configs/paper/{paper_key}.yaml: row {f.id!r} has init_row {init_row!r}, which is not "
+                            f"a runnable row that starts from scratch; valid: {valid}")
     if rows:
         ids = {f.id for f in runnable}
         for r in rows:
@@ -51,6 +62,39 @@ def settings(f: Figure, tier: str) -> dict:
         out.update(SMOKE)
         out.update(e.get("smoke") or {})  # a row's own smoke settings (a staged method needs an epoch per stage)
     return out
+
+
+def _seed_list(own_seeds: list[str], seeds: int | None) -> list[int]:
+    if not own_seeds:
+        return list(range(3 if seeds is None else seeds))
+    value = own_seeds[-1].split("=", 1)[1]
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise UserError(f"seed={value!r}: rows that start from another row's runs need seeds=N or "
+                        "seed=a,b,... (whole numbers)") from None
+
+
+def init_runs(paper_key: str, f: Figure, tier: str, seeds: list[int]) -> dict[int, str]:
+    """seed -> the newest finished run of row ``f.experiment['init_row']`` with that seed and tier, searched
+    under runs/reproduce/<paper>/<tier> (where ``qbench reproduce`` puts them)."""
+    from qbench.results.runs import find_runs
+
+    init_row = f.experiment["init_row"]
+    where = Path("runs") / "reproduce" / paper_key / tier
+    done, _ = find_runs([str(where)]) if where.is_dir() else ([], [])
+    found: dict[int, str] = {}
+    for run in sorted(done, key=lambda r: str(r.dir)):  # sweep folders are timestamps: the newest comes last
+        tags = run.config.get("tags") or {}
+        if tags.get("row") == init_row and tags.get("tier") == tier and run.config.get("seed") in seeds:
+            found[run.config["seed"]] = str(run.dir.resolve())
+    missing = [s for s in seeds if s not in found]
+    if missing:
+        raise UserError(f"row {f.id!r} starts from a finished run of row {init_row!r} with the same seed; "
+                        f"none for seed {','.join(map(str, missing))} under {where}: run qbench reproduce "
+                        f"paper={paper_key} rows={init_row} seed={','.join(map(str, missing))} tier={tier} "
+                        "first, or select both rows")
+    return found
 
 
 def _as_override(key: str, value) -> str:
@@ -87,16 +131,34 @@ def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: 
         raise UserError(f"seeds={seeds} is invalid; allowed: an integer >= 1")
     seed_sweep = [] if own_seeds else ["seed=" + ",".join(str(s) for s in range(3 if seeds is None else seeds))]
     figures = select(paper_key, table, rows)
-    flats = [settings(f, tier) for f in figures]
-    for flat in flats:  # every row checked as a plain `qbench train` would be, before anything runs
-        check_overrides([_as_override(k, v) for k, v in flat.items()] + list(extra))
+    first = [f for f in figures if not f.experiment.get("init_row")]
+    then = [f for f in figures if f.experiment.get("init_row")]
+    seed_list = _seed_list(own_seeds, seeds) if then else []
+    selected = {f.id for f in figures}
+    # rows whose init row is not selected here must find its runs now; the others once the first sweep is done
+    inits = {f.id: init_runs(paper_key, f, tier, seed_list) for f in then
+             if f.experiment["init_row"] not in selected}
+    for f in figures:  # every row checked as a plain `qbench train` would be, before anything runs
+        init = inits.get(f.id)
+        check_overrides([_as_override(k, v) for k, v in settings(f, tier).items()]
+                        + ([f"method.init={init[seed_list[0]]}"] if init else []) + list(extra))
+    sweep_dir = [f"hydra.sweep.dir=runs/reproduce/{paper_key}/{tier}/${{now:%Y-%m-%d_%H-%M-%S-%f}}"]
     with tempfile.TemporaryDirectory(prefix="qbench-experiments-") as tmp:
         (Path(tmp) / "experiment").mkdir()
-        names = []
-        for f, flat in zip(figures, flats):
-            name = f"{paper_key}__{f.id}"
+
+        def write(f: Figure, flat: dict, name: str) -> str:
             (Path(tmp) / "experiment" / f"{name}.yaml").write_text(_experiment_yaml(f, flat, tier))
-            names.append(name)
-        _launch_hydra(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names), *seed_sweep,
-                       f"hydra.sweep.dir=runs/reproduce/{paper_key}/{tier}/${{now:%Y-%m-%d_%H-%M-%S-%f}}",
-                       *extra])
+            return name
+
+        if first:
+            names = [write(f, settings(f, tier), f"{paper_key}__{f.id}") for f in first]
+            _launch_hydra(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
+                           *seed_sweep, *sweep_dir, *extra])
+        if then:  # one experiment per row and seed: each seed starts from its own seed's run
+            names = []
+            for f in then:
+                init = inits.get(f.id) or init_runs(paper_key, f, tier, seed_list)
+                names += [write(f, {**settings(f, tier), "seed": s, "method.init": init[s]},
+                                f"{paper_key}__{f.id}__s{s}") for s in seed_list]
+            _launch_hydra(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
+                           *sweep_dir, *[a for a in extra if a.split("=", 1)[0] != "seed"]])

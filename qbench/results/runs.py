@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -72,11 +73,32 @@ class Group:
         return None if raw is None else json.loads(raw)
 
 
+def identity(config: dict, summary: dict) -> dict:
+    """What a run trained: its flattened config without the execution keys. A ``method.init`` path becomes the
+    identity of the run it started from (recorded in summary.json at the start), so seeds that each started from
+    their own seed's run of one configuration group together, wherever those runs now lie."""
+    flat = {k: v for k, v in _flat(config).items() if k not in EXECUTION_KEYS}
+    init = summary.get("init")
+    if init and "method.init" in flat:
+        flat["method.init"] = json.dumps(f"{init.get('row') or 'run'} (config {init['config']})")
+    return flat
+
+
+def init_record(run_dir: str | Path) -> dict:
+    """summary.json's account of the run a run starts from (``method.init``): its folder, its reproduce row
+    and a hash of its identity."""
+    d = Path(run_dir).resolve()
+    config = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"))
+    summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
+    digest = hashlib.sha1(json.dumps(identity(config, summary), sort_keys=True).encode()).hexdigest()[:12]
+    return {"run": str(d), "row": (config.get("tags") or {}).get("row"), "config": digest}
+
+
 def group_runs(runs: list[Run]) -> list[Group]:
     """One group per distinct configuration (everything but the seed and where it ran)."""
     groups: dict[str, Group] = {}
     for run in runs:
-        flat = {k: v for k, v in _flat(run.config).items() if k not in EXECUTION_KEYS}
+        flat = identity(run.config, run.summary)
         key = json.dumps(flat, sort_keys=True)
         groups.setdefault(key, Group(flat)).runs.append(run)
     return list(groups.values())
