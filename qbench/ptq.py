@@ -104,8 +104,8 @@ def run_ptq(source: Path, overrides: list[str], runs_root: Path = Path("runs")) 
     results["weights+activations"] = evaluate(wa_model, data.val, loss_fn)
 
     metrics = MetricsLog(run_dir, [])
-    for i, (stage, (loss, acc)) in enumerate(results.items(), start=1):
-        metrics.write({"epoch": i, "stage": stage, "val_loss": loss, "val_acc": acc})
+    for i, (stage, (loss, acc, top5)) in enumerate(results.items(), start=1):
+        metrics.write({"epoch": i, "stage": stage, "val_loss": loss, "val_acc": acc, "val_top5": top5})
         log.info(f"{stage:>20}: val_acc {100 * acc:.2f}%  val_loss {loss:.4f}")
     metrics.close()
     save_checkpoint(run_dir / "checkpoints" / "last.pt", {"model": wa_model.state_dict(), "source": str(source)})
@@ -115,6 +115,7 @@ def run_ptq(source: Path, overrides: list[str], runs_root: Path = Path("runs")) 
         "per_channel": settings.per_channel, "symmetric": settings.symmetric,
         "fp_val_acc": results["fp"][1], "weight_only_val_acc": results["weights"][1],
         "final_val_acc": results["weights+activations"][1], "best_val_acc": results["weights+activations"][1],
+        "final_val_top5": results["weights+activations"][2],
         "epochs": 0, "epochs_completed": 0, "wall_seconds": round(time.time() - t0, 3),
         "device": _device_name(device), "qbench_version": qbench.__version__, "qbench_commit": commit,
         "paper": settings.paper, "source_run": str(source), "finished_at": _now(), "run_dir": str(run_dir)})

@@ -210,7 +210,7 @@ class Trainer:
             self.step_model = self.eager_step_model
             return self._step(x, y)
 
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self) -> tuple[float, float, float]:
         return evaluate(self.model, self.data.val, self.loss_fn, self.autocast)
 
     def fit(self) -> dict:
@@ -232,13 +232,13 @@ class Trainer:
                     bar.start_epoch(epoch + 1, self.epochs, len(self.data.train))
                     train_loss, train_acc = self.train_epoch(bar)
                     evaluate = (epoch + 1) % int(self.cfg.trainer.eval_every) == 0 or epoch + 1 == self.epochs
-                    val_loss, val_acc = self.evaluate() if evaluate else (None, None)
+                    val_loss, val_acc, val_top5 = self.evaluate() if evaluate else (None, None, None)
                     self.scheduler.step()
                     extra = self._hook("on_epoch_end", epoch)
                     if not math.isfinite(train_loss):
                         raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch + 1}")
                     record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                              "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+                              "val_loss": val_loss, "val_acc": val_acc, "val_top5": val_top5, "lr": lr,
                               "seconds": time.time() - t, **extra}
                     self.history.append(record)
                     every = int(self.cfg.trainer.checkpoint_every)
@@ -289,6 +289,8 @@ class Trainer:
             "status": status, "method": c.method.name, "model": c.model.name, "dataset": c.dataset.name,
             "seed": int(c.seed), "epochs": self.epochs, "epochs_completed": len(self.history),
             "final_val_acc": accs[-1] if accs else None, "best_val_acc": max(accs) if accs else None,
+            "final_val_top5": next((r.get("val_top5") for r in reversed(self.history) if r["val_acc"] is not None),
+                                   None),
             "wall_seconds": round(self.wall_before + self._elapsed(), 3), "device": _device_name(self.device),
             "processes": distributed.world_size(),
             "qbench_version": qbench.__version__, "qbench_commit": self.commit, "paper": c.method.get("paper"),
@@ -307,17 +309,19 @@ def build_model(cfg: DictConfig, method, data) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches, loss_fn, autocast=None) -> tuple[float, float]:
-    """(mean loss, accuracy) over ``batches`` in eval mode."""
+def evaluate(model: torch.nn.Module, batches, loss_fn, autocast=None) -> tuple[float, float, float]:
+    """(mean loss, top-1 accuracy, top-5 accuracy) over ``batches`` in eval mode (top-5: the label among the
+    five highest scores; with fewer than five classes, among all of them)."""
     model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, correct5, seen = 0.0, 0, 0, 0
     for x, y in batches:
         with autocast or nullcontext():
             out = model(x).float()
         loss_sum += loss_fn(out, y) * len(y)
         correct += (out.argmax(1) == y).sum()
+        correct5 += (out.topk(min(5, out.shape[1]), dim=1).indices == y[:, None]).any(1).sum()
         seen += len(y)
-    return float(loss_sum) / seen, int(correct) / seen
+    return float(loss_sum) / seen, int(correct) / seen, int(correct5) / seen
 
 
 def _now() -> str:

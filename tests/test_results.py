@@ -276,3 +276,26 @@ def test_runs_from_differently_trained_inits_never_average(tmp_path):
     groups = sorted(group_runs(find_runs([str(tmp_path)])[0]), key=lambda g: len(g.runs))
     assert [len(g.runs) for g in groups] == [1, 2]
     assert groups[1].get("method.init") == "fp (config 1f649a4aaa5f)"
+
+
+def test_top5_accuracy_by_hand_and_each_metric_reads_its_own_value():
+    import torch
+
+    from qbench.results.tables import _pct
+    from qbench.train import evaluate
+    logits = torch.tensor([[6., 5, 4, 3, 2, 1],    # label 0: top-1 and top-5
+                           [6., 5, 4, 3, 2, 1],    # label 4: top-5 only
+                           [6., 5, 4, 3, 2, 1],    # label 5: sixth, neither
+                           [1., 2, 3, 4, 5, 6]])   # label 5: top-1 and top-5
+    labels = torch.tensor([0, 4, 5, 5])
+    model = torch.nn.Module()
+    model.forward = lambda x: logits[x]  # the input is the row index
+    loss, top1, top5 = evaluate(model, [(torch.arange(4), labels)], lambda out, y: out.sum() * 0)
+    assert (top1, top5) == (0.5, 0.75)
+    three = torch.nn.Module()
+    three.forward = lambda x: logits[x, :3]  # fewer than five classes: top-5 is any of them
+    assert evaluate(three, [(torch.arange(1), torch.tensor([2]))], lambda out, y: out.sum() * 0)[1:] == (0.0, 1.0)
+    s = {"final_val_acc": 0.6, "final_val_top5": 0.85}
+    assert [round(_pct(s, m), 6) for m in ("top1", "top1_err", "top5", "top5_err", "err", "acc")] == \
+        [60.0, 40.0, 85.0, 15.0, 40.0, 60.0]
+    assert _pct({"final_val_acc": 0.6}, "top5") is None and _pct(s, "mAP50") is None  # older run; not measured

@@ -7,14 +7,15 @@ from pathlib import Path
 from qbench.errors import UserError, choices
 from qbench.results.runs import Run
 
-METRICS = {"val_acc": "validation accuracy (%)", "train_acc": "training accuracy (%)",
+METRICS = {"val_acc": "validation accuracy (%)", "val_top5": "validation top-5 accuracy (%)",
+           "train_acc": "training accuracy (%)",
            "val_loss": "validation loss", "train_loss": "training loss", "lr": "learning rate"}
 
 
 def _curve(run: Run, metric: str) -> dict[int, float]:
     path = run.dir / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    scale = 100.0 if metric.endswith("_acc") else 1.0
+    scale = 100.0 if metric.endswith(("_acc", "_top5")) else 1.0
     return {r["epoch"]: scale * r[metric] for r in rows if r.get(metric) is not None}
 
 

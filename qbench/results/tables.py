@@ -19,15 +19,21 @@ SHORT = {"method": "method.name", "model": "model.name", "dataset": "dataset.nam
          "sched": "sched._target_"}
 
 
-def _pct(acc: float, metric: str) -> float | None:
-    """A run's final top-1 accuracy (fraction) in the figure's metric; None where qbench does not measure it."""
-    if metric in ("err", "top1_err"):
-        return 100 * (1 - acc)
-    if metric in ("acc", "top1", "top1_acc"):
-        return 100 * acc
-    if metric == "top1_fraction":
-        return acc
-    return None
+# a figure's metric -> (the summary.json value it is computed from, shown as an error?, in percent?)
+METRICS = {"err": ("final_val_acc", True, True), "top1_err": ("final_val_acc", True, True),
+           "acc": ("final_val_acc", False, True), "top1": ("final_val_acc", False, True),
+           "top1_acc": ("final_val_acc", False, True), "top1_fraction": ("final_val_acc", False, False),
+           "top5": ("final_val_top5", False, True), "top5_err": ("final_val_top5", True, True)}
+
+
+def _pct(summary: dict, metric: str) -> float | None:
+    """A run's final value in the figure's metric, from its summary.json; None where qbench does not measure
+    the metric (mAP) or the run does not record it (runs from before top-5 was recorded)."""
+    if metric not in METRICS or summary.get(METRICS[metric][0]) is None:
+        return None
+    key, as_error, percent = METRICS[metric]
+    value = 1 - summary[key] if as_error else summary[key]
+    return 100 * value if percent else value
 
 
 def _signed(d: float) -> str:
@@ -189,9 +195,10 @@ def _figure_row(f: Figure, groups: list[Group], not_counted: str = "") -> list:
     if len(matched) > 1:  # different recipes are never averaged together
         return base + [f"{len(matched)} different configs: compare them with qbench compare", "", ""]
     g = matched[0]
-    values = [_pct(a, f.metric) for a in g.values()]
-    if not values or values[0] is None:
-        return base + [f"{f.metric} not measured by qbench", "", ""]
+    values = [_pct(r.summary, f.metric) for r in g.runs]
+    if not values or None in values:
+        return base + [f"{f.metric} not measured by qbench" if f.metric not in METRICS else
+                       f"{f.metric} not recorded by these runs (made before qbench recorded it)", "", ""]
     import statistics
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
