@@ -204,6 +204,15 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"dataset.augment.crop_padding={aug.crop_padding!r} is invalid; allowed: an integer >= 0")
     if not isinstance(aug.hflip, bool):
         raise UserError(f"dataset.augment.hflip={aug.hflip!r} is invalid; valid: true, false")
+    resize, size = aug.get("resize"), cfg.dataset.image_size
+    if resize is not None and not (
+            (isinstance(resize, int) and not isinstance(resize, bool) and resize >= size)
+            or (isinstance(resize, (list, ListConfig)) and len(resize) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in resize)
+                and size <= resize[0] <= resize[1])):
+        raise UserError(f"dataset.augment.resize={resize!r} is invalid; allowed: null (random-resized crop), a "
+                        f"shorter side >= dataset.image_size={size} (e.g. 256), or a range [min, max] (e.g. "
+                        "[256,480])")
     acts = ("relu", "hardtanh", "identity")  # checked even where the method's activation replaces it
     for key in ("model.activation", "method.activation"):
         act = OmegaConf.select(cfg, key)

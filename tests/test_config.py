@@ -107,6 +107,8 @@ def test_vgg_small_layout():
     (["model=mlp", "model.hidden=abc"], "model 'mlp' cannot be built from its settings"),
     (["model=vgg_small", "model.activation=swish"], "unknown activation 'swish' (model.activation); valid: hardtanh"),
     (["dataset.augment.crop_padding=-3"], "dataset.augment.crop_padding=-3 is invalid"),
+    (["dataset=imagenet", "dataset.augment.resize=100"], "dataset.augment.resize=100 is invalid; allowed: null"),
+    (["dataset=imagenet", "dataset.augment.resize=[480,256]"], "dataset.augment.resize=[480, 256] is invalid"),
     (["method=ptq"], "method 'ptq' is post-training"),
     (["method=qat", "method.fold_bn=true", "model=mlp"], "has no conv -> batch-norm pair"),
     (["method=qat", "method.freeze_bn_after=-1"], "freeze_bn_after must be a whole number"),

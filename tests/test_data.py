@@ -127,6 +127,24 @@ def test_imagenet_folder_streams_through_dataloader(tmp_path):
     x, y = next(iter(data.train))
     assert x.shape == (4, 3, 32, 32) and y.dtype == torch.long
     assert sum(len(b[1]) for b in data.val) == 6
+    for resize in ("40", "[36,60]"):  # Caffe's resize-then-crop, and scale augmentation
+        args = ["dataset=imagenet", "model=resnet18", f"data.root={tmp_path}", "data.workers=0",
+                "dataset.image_size=32", "trainer.batch_size=4", f"dataset.augment.resize={resize}"]
+        data = build_data(compose(args), torch.device("cpu"), seed=0)
+        assert next(iter(data.train))[0].shape == (4, 3, 32, 32), resize
+
+
+def test_imagenet_training_crops():
+    from PIL import Image
+
+    from qbench.data.loader import train_crop
+    img = Image.new("RGB", (80, 40))
+    torch.manual_seed(0)
+    assert train_crop(32, 40)(img).size == (32, 32)
+    resize = train_crop(32, 40).transforms[0]  # the shorter side becomes 40, the aspect ratio stays
+    assert resize(img).size == (80, 40) and train_crop(32, [48, 48]).transforms[0](img).size == (96, 48)
+    sides = {train_crop(32, [40, 44]).transforms[0](img).size[1] for _ in range(60)}
+    assert sides == {40, 41, 42, 43, 44}
 
 
 def test_missing_data_names_root_and_both_layouts(tmp_path):

@@ -82,14 +82,28 @@ def calibration_batches(loader, n: int) -> list[torch.Tensor]:
     return out
 
 
+def train_crop(image_size: int, resize=None):
+    """ImageNet's training crop (``dataset.augment.resize``). None: RandomResizedCrop (8-100% of the area,
+    aspect 3/4-4/3; fb.resnet.torch, torchvision). S: shorter side resized to S, then a random square crop
+    (the Caffe recipe of AlexNet, XNOR-Net, SQ: 256). [a, b]: shorter side drawn from a..b first (scale
+    augmentation, XNOR-Net's ResNet-18: 256-480)."""
+    from torchvision.transforms import v2
+
+    if resize is None:
+        return v2.RandomResizedCrop(image_size)
+    sizes = [int(resize)] if isinstance(resize, int) else list(range(int(resize[0]), int(resize[1]) + 1))
+    return v2.Compose([v2.RandomShortestSize(sizes), v2.RandomCrop(image_size)])
+
+
 class StreamLoader:
     """ImageNet: a DataLoader over an image folder, with torchvision transforms in worker processes."""
 
     def __init__(self, folder: Path, batch_size: int, mean, std, train: bool, image_size: int,
-                 workers: int, generator: torch.Generator, device: torch.device, hflip: bool = True):
+                 workers: int, generator: torch.Generator, device: torch.device, hflip: bool = True,
+                 resize=None):
         from torchvision import datasets, transforms as T
 
-        tf = ([T.RandomResizedCrop(image_size)] + ([T.RandomHorizontalFlip()] if hflip else []) if train
+        tf = ([train_crop(image_size, resize)] + ([T.RandomHorizontalFlip()] if hflip else []) if train
               else [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)])
         ds = datasets.ImageFolder(str(folder), T.Compose(tf + [T.ToTensor(), T.Normalize(mean, std)]))
         self.generator = generator
@@ -126,7 +140,7 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
     generator = torch.Generator(device=gen_device).manual_seed(seed)
     if ds.name == "imagenet":
         train = StreamLoader(locate("imagenet", root, "train")[1], bs, ds.mean, ds.std, True, ds.image_size,
-                             dc.workers, generator, device, bool(ds.augment.hflip))
+                             dc.workers, generator, device, bool(ds.augment.hflip), ds.augment.get("resize"))
         val = StreamLoader(locate("imagenet", root, "test")[1], bs, ds.mean, ds.std, False, ds.image_size,
                            dc.workers, torch.Generator().manual_seed(0), device)
         return Data(train, val, ds.in_channels, ds.num_classes, ds.image_size, generator)
