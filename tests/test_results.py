@@ -211,11 +211,11 @@ def test_every_runnable_row_is_a_valid_run_at_both_tiers():
         if any(f.experiment for f in load_paper(key).figures):
             select(key, None, None)  # checks that every init_row names a runnable row that starts from scratch
         for f in load_paper(key).figures:
-            if f.experiment:
+            if f.experiment and f.run_row == f.id:
                 for tier in ("full", "smoke"):
                     check_overrides([_as_override(k, v) for k, v in settings(f, tier).items()], data=False)
                 n += 1
-    assert n >= 56  # BC 9, BNN 3, SQ 20, TWN 6, WAGE 13, Back to Simplicity 4, BinaryRelax 2 (more as rows are added)
+    assert n >= 71  # BC 9, BNN 3, SQ 30, TWN 12, WAGE 12, Back to Simplicity 4, BinaryRelax 2 (more as rows are added)
 
 
 @pytest.mark.parametrize("key,value", [("checkpoint_every", 10), ("compile_mode", "reduce-overhead")])
@@ -299,3 +299,23 @@ def test_top5_accuracy_by_hand_and_each_metric_reads_its_own_value():
     assert [round(_pct(s, m), 6) for m in ("top1", "top1_err", "top5", "top5_err", "err", "acc")] == \
         [60.0, 40.0, 85.0, 15.0, 40.0, 60.0]
     assert _pct({"final_val_acc": 0.6}, "top5") is None and _pct(s, "mAP50") is None  # older run; not measured
+
+
+def test_a_top5_figure_is_read_from_its_top1_rows_runs(tmp_path):
+    from qbench.results.registry import Figure, _check_references
+    from qbench.results.reproduce import select
+    top1, top5 = "t2_imagenet_resnet_18_sq_twn_top1_err", "t2_imagenet_resnet_18_sq_twn_top5_err"
+    assert [f.id for f in select("sq", "T2", [top5])] == [top1]  # asking for the top-5 figure runs its row
+    assert [f.id for f in select("sq", "T2", [top1, top5])] == [top1]  # once
+    row = {"paper": "sq", "table": "T2", "row": top1, "tier": "full"}
+    for seed, (acc, acc5) in enumerate(((0.64, 0.86), (0.62, 0.84))):
+        _fake_run(tmp_path, f"r{seed}", "sq_twn", seed, acc, tags=row)
+        s = json.loads((tmp_path / f"r{seed}" / "summary.json").read_text())
+        (tmp_path / f"r{seed}" / "summary.json").write_text(json.dumps({**s, "final_val_top5": acc5}))
+    out = paper_table("sq", [str(tmp_path)], table="T2")
+    cells = {r[1] + " " + r[2]: r[5] for r in out.rows}
+    assert cells["ImageNet ResNet-18 SQ-TWN top1_err"] == "37.00 ± 1.41 (n=2)"
+    assert cells["ImageNet ResNet-18 SQ-TWN top5_err"] == "15.00 ± 1.41 (n=2)"
+    bad = [Figure("p", "a", "top5", 1.0, "primary", experiment={"runs_of": "nope"})]
+    with pytest.raises(UserError, match="figure 'a' has runs_of 'nope', which is not a figure with its own"):
+        _check_references("p", bad)

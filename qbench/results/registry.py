@@ -28,6 +28,12 @@ class Figure:
     def confirmed(self) -> bool:
         return self.status != "unconfirmed"
 
+    @property
+    def run_row(self) -> str:
+        """The row whose runs fill this figure: its own, or with ``experiment.runs_of`` another figure's (a
+        top-5 figure is read from the runs of its top-1 figure; the same experiment in two tables runs once)."""
+        return (self.experiment or {}).get("runs_of", self.id)
+
 
 @dataclass
 class Paper:
@@ -56,4 +62,17 @@ def load_paper(key: str) -> Paper:
         label = " ".join(str(f[k]) for k in ("ds", "arch", "bits", "variant", "method", "row") if f.get(k))
         figures.append(Figure(key, f["id"], f["metric"], f["value"], f["status"], f.get("table"), label,
                               f.get("note"), f.get("experiment")))
+    _check_references(key, figures)
     return Paper(doc["key"], doc["cite"], doc.get("arxiv"), figures)
+
+
+def _check_references(key: str, figures: list[Figure]) -> None:
+    """``runs_of`` must name a figure with an experiment of its own; ``init_row`` one that starts from scratch."""
+    own = {f.id: f.experiment for f in figures if f.experiment and "runs_of" not in f.experiment}
+    for f in figures:
+        e = f.experiment or {}
+        for field_, ok in (("runs_of", set(own)), ("init_row", {i for i, x in own.items() if "init_row" not in x})):
+            if field_ in e and e[field_] not in ok:
+                raise UserError(f"configs/paper/{key}.yaml: figure {f.id!r} has {field_} {e[field_]!r}, which is "
+                                f"not a figure with its own experiment{' from scratch' * (field_ == 'init_row')}; "
+                                f"valid: {choices(ok)}")

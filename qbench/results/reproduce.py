@@ -31,13 +31,6 @@ def select(paper_key: str, table: str | None, rows: list[str] | None) -> list[Fi
     if table is not None and not figures:
         raise UserError(f"paper {paper_key!r} has no table {table!r}; valid: {choices(paper.tables())}")
     runnable = [f for f in figures if f.experiment]
-    everything = {f.id: f for f in paper.figures if f.experiment}
-    for f in runnable:
-        init_row = f.experiment.get("init_row")
-        if init_row is not None and (init_row not in everything or everything[init_row].experiment.get("init_row")):
-            valid = choices(i for i, g in everything.items() if not g.experiment.get("init_row"))
-            raise UserError(f"configs/paper/{paper_key}.yaml: row {f.id!r} has init_row {init_row!r}, which is not "
-                            f"a runnable row that starts from scratch; valid: {valid}")
     if rows:
         ids = {f.id for f in runnable}
         for r in rows:
@@ -45,6 +38,9 @@ def select(paper_key: str, table: str | None, rows: list[str] | None) -> list[Fi
                 raise UserError(f"row {r!r} is not a runnable row of {paper_key}"
                                 f"{' ' + table if table else ''}; valid: {choices(ids) or '(none)'}")
         runnable = [f for f in runnable if f.id in rows]
+    # a figure read from another row's runs (top-5 beside top-1) runs that row, once
+    own = {f.id: f for f in paper.figures if f.experiment and "runs_of" not in f.experiment}
+    runnable = list({f.run_row: own[f.run_row] for f in runnable}.values())
     if not runnable:
         raise UserError(f"paper {paper_key!r}{' table ' + table if table else ''} has no row with a qbench "
                         "experiment yet")

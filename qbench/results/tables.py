@@ -155,7 +155,7 @@ def paper_series(key: str, run_patterns: list[str], table: str | None = None,
     groups = group_runs(find_runs(run_patterns)[0])
     out: dict[str, list[tuple[str, list[Run]]]] = {}
     for f in paper.figures:
-        matched = _candidates(f, groups, tier)
+        matched = _candidates(f, groups, tier) if f.run_row == f.id else []  # each row's curves drawn once
         if (table is None or (f.table or "-") == table) and len(matched) == 1:
             out.setdefault(f.table or "-", []).append((f.label, matched[0].runs))
     return out
@@ -163,7 +163,7 @@ def paper_series(key: str, run_patterns: list[str], table: str | None = None,
 
 def _row_tags(f: Figure, tier: str) -> dict:
     """The tags ``qbench reproduce`` gives a row's runs at this tier: how its runs are found."""
-    return {"paper": f.paper, "row": f.id, "tier": tier}
+    return {"paper": f.paper, "row": f.run_row, "tier": tier}
 
 
 def _candidates(f: Figure, groups: list[Group], tier: str) -> list[Group]:
