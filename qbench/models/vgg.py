@@ -9,8 +9,8 @@ vgg9 (Stochastic Quantization, Dong et al. 2017, official prototxt): 2x64C3-MP2-
 vgg11 (BinaryRelax, Yin et al. 2018, the authors' VGG11-Cifar10 notebook): 64C3-MP2-128C3-MP2-2x256C3-MP2-
   2x512C3-MP2-2x512C3-MP2-10FC, conv -> BN -> ReLU, pool after (the notebook's conv biases, which BN cancels,
   are left out).
-Inputs above 64 px (ImageNet) are average-pooled to the 32 px net's last map (4x4; vgg11 1x1) before the classifier, so the FC layers are those of
-the 32 px net.
+Inputs above 64 px (ImageNet) are average-pooled to the 32 px net's last map (4x4; vgg11 1x1) before the
+classifier, so the FC layers are those of the 32 px net.
 """
 from __future__ import annotations
 

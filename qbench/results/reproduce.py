@@ -61,6 +61,7 @@ def settings(f: Figure, tier: str) -> dict:
 
 
 def _seed_list(own_seeds: list[str], seeds: int | None) -> list[int]:
+    """The seeds to run: those of a ``seed=a,b`` override, else 0..seeds-1 (3 if neither is given)."""
     if not own_seeds:
         return list(range(3 if seeds is None else seeds))
     value = own_seeds[-1].split("=", 1)[1]
@@ -125,7 +126,7 @@ def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: 
         raise UserError(f"give seeds={seeds} (seeds 0..{seeds - 1}) or {own_seeds[0]} (those seeds), not both")
     if seeds is not None and seeds < 1:
         raise UserError(f"seeds={seeds} is invalid; allowed: an integer >= 1")
-    seed_sweep = [] if own_seeds else ["seed=" + ",".join(str(s) for s in range(3 if seeds is None else seeds))]
+    seed_sweep = [] if own_seeds else ["seed=" + ",".join(map(str, _seed_list([], seeds)))]
     figures = select(paper_key, table, rows)
     first = [f for f in figures if not f.experiment.get("init_row")]
     then = [f for f in figures if f.experiment.get("init_row")]
