@@ -5,6 +5,7 @@ and reported as one line naming the bad value and the valid ones, before Hydra c
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
@@ -38,6 +39,12 @@ def compose(overrides: list[str]) -> DictConfig:
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
+
+
+@functools.lru_cache(maxsize=64)
+def _compose_groups(groups: tuple[str, ...]) -> DictConfig:
+    """The config of a choice of groups alone, composed once per choice (only read: which keys exist)."""
+    return compose(list(groups))
 
 
 def _parse(overrides: list[str]):
@@ -106,7 +113,7 @@ def check_overrides(overrides: list[str], data: bool = True) -> None:
     for job in jobs:
         job = list(job)
         groups_only = [j for j in job if j.split("=", 1)[0].lstrip("+~") in GROUPS]
-        base = compose(groups_only)
+        base = _compose_groups(tuple(groups_only))
         for j in job:
             key = j.split("=", 1)[0]
             if key.startswith(("+", "~")) or key in GROUPS or "/" in key or "@" in key:
@@ -251,7 +258,7 @@ def foreign_model_settings(cfg: DictConfig) -> set[str]:
 
 
 def check_buildable(cfg: DictConfig) -> None:
-    """Build the model, optimizer and schedule once on the CPU, so that a bad argument to any of them (a
+    """Build the model (on the meta device), optimizer and schedule once, so that a bad argument to any of them (a
     wrong type, an unknown activation) is a one-line error now rather than a traceback in a run directory."""
     from qbench.methods import build_method
     from qbench.optim import build_optimizer, build_scheduler
@@ -260,14 +267,17 @@ def check_buildable(cfg: DictConfig) -> None:
     class Shape:
         in_channels, num_classes, image_size = cfg.dataset.in_channels, cfg.dataset.num_classes, cfg.dataset.image_size
 
+    import torch
+
     method = build_method(cfg.method)
-    try:
-        model = build_model(cfg, method, Shape)
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"model {cfg.model.name!r} cannot be built from its settings: {_first_line(e)}") from None
-    method.apply(model)  # the layer policy and the callbacks' setup (a schedule sized by the model's layers)
+    with torch.device("meta"):  # shapes only: no memory and no weight init (AlexNet's 62 M weights took ~1 s)
+        try:
+            model = build_model(cfg, method, Shape)
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"model {cfg.model.name!r} cannot be built from its settings: {_first_line(e)}") from None
+        method.apply(model)  # the layer policy and the callbacks' setup (a schedule sized by the model's layers)
     for part, build in (("optim", lambda: build_optimizer(cfg.optim, [{"params": list(model.parameters())}])),
                         ("sched", lambda: build_scheduler(cfg.sched, build_optimizer(
                             cfg.optim, [{"params": list(model.parameters())}])))):

@@ -209,7 +209,7 @@ def test_every_runnable_row_is_a_valid_run_at_both_tiers():
     n = 0
     for key in paper_keys():
         if any(f.experiment for f in load_paper(key).figures):
-            select(key, None, None)  # checks that every init_row names a runnable row that starts from scratch
+            select(key, None, None)  # every row maps to a runnable one (load_paper has checked init_row / runs_of)
         for f in load_paper(key).figures:
             if f.experiment and f.run_row == f.id:
                 for tier in ("full", "smoke"):
