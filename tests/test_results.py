@@ -215,13 +215,13 @@ def test_every_runnable_row_is_a_valid_run_at_both_tiers():
                 for tier in ("full", "smoke"):
                     check_overrides([_as_override(k, v) for k, v in settings(f, tier).items()], data=False)
                 n += 1
-    assert n >= 71  # BC 9, BNN 3, SQ 30, TWN 12, WAGE 12, Back to Simplicity 4, BinaryRelax 2 (more as rows are added)
+    assert n >= 77  # BC 9, BNN 3, SQ 30, TWN 12, WAGE 12, XNOR-Net 5, Back to Simplicity 4, BinaryRelax 2 (more as rows are added)
 
 
-@pytest.mark.parametrize("key,value", [("checkpoint_every", 10), ("compile_mode", "reduce-overhead")])
+@pytest.mark.parametrize("key,value", [("checkpoint_every", 10), ("compile", True), ("compile_mode", "reduce-overhead")])
 def test_how_a_run_was_executed_never_splits_a_group(tmp_path, key, value):
     """How often a run saved checkpoints, or whether its steps replayed as CUDA graphs, does not change what
-    it trained. Runs from before such a key existed have none: they still group with runs that set it."""
+    it trained (torch.compile runs the same model and update). Runs from before such a key existed have none: they still group with runs that set it."""
     _fake_run(tmp_path, "old", "bwn", 0, 0.9897)
     _fake_run(tmp_path, "new", "bwn", 1, 0.9901)
     cfg = yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 # keys that say where or how a run was executed, not what was trained: ignored when grouping
 EXECUTION_KEYS = ("seed", "resume", "trainer.device", "trainer.progress", "data.root", "data.workers",
                   "data.download", "trainer.eval_batch_size", "trainer.checkpoint_every",
-                  "trainer.compile_mode")
+                  "trainer.compile", "trainer.compile_backend", "trainer.compile_mode")
 
 
 @dataclass
