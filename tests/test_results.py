@@ -186,7 +186,7 @@ def test_reproduce_smoke_table_and_plots_end_to_end(tmp_path):
 def test_reproduce_and_plot_mistakes(tmp_path):
     cases = [
         (["reproduce", "paper=binaryconnect", "rows=nope"], "row 'nope' is not a runnable row of binaryconnect"),
-        (["reproduce", "paper=inq"], "has no row with a qbench experiment yet"),
+        (["reproduce", "paper=dorefa"], "has no row with a qbench experiment yet"),
         (["reproduce", "paper=sq", "tier=medium"], "tier='medium' is invalid; valid: full, smoke"),
         (["reproduce", "paper=sq", "seeds=0"], "seeds=0 is invalid"),
         (["reproduce", "paper=sq", "seeds=2", "seed=5"], "give seeds=2 (seeds 0..1) or seed=5 (those seeds), not both"),
@@ -215,7 +215,7 @@ def test_every_runnable_row_is_a_valid_run_at_both_tiers():
                 for tier in ("full", "smoke"):
                     check_overrides([_as_override(k, v) for k, v in settings(f, tier).items()], data=False)
                 n += 1
-    assert n >= 77  # BC 9, BNN 3, SQ 30, TWN 12, WAGE 12, XNOR-Net 5, Back to Simplicity 4, BinaryRelax 2 (more as rows are added)
+    assert n >= 83  # BC 9, BNN 3, SQ 30, TWN 12, WAGE 12, XNOR-Net 5, INQ 6, Back to Simplicity 4, BinaryRelax 2 (more as rows are added)
 
 
 @pytest.mark.parametrize("key,value", [("checkpoint_every", 10), ("compile", True), ("compile_mode", "reduce-overhead")])
