@@ -30,11 +30,13 @@ def test_q_eq2_on_the_k_bit_grid():
     assert torch.equal(y * 128, (y * 128).round()) and y.abs().max() <= 1 - 1 / 128
 
 
-def test_shift_and_layer_scale_match_the_official_vgg7_log():
+def test_shift_and_layer_scale_match_the_official_vgg7_and_lenet5_logs():
     assert close(wage_shift(torch.tensor([0.3, 3.0, 0.75])), [0.25, 4.0, 1.0])  # log2: -1.74, 1.58, -0.42
     # VGG-7's fan-ins; the official log prints Scale: 2 16 16 16 16 32 32 16
     fans = [27, 1152, 1152, 2304, 2304, 4608, 8192, 1024]
     assert [wage_scale(f, 2) for f in fans] == [2, 16, 16, 16, 16, 32, 32, 16]
+    # LeNet-5 (32C5-MP2-64C5-MP2-512FC-10): the official MNIST log prints Scale: 2 16 16 8
+    assert [wage_scale(f, 2) for f in (25, 800, 1024, 512)] == [2, 16, 16, 8]
     assert wage_init_limit(27, 2) == 0.75 and wage_init_limit(3, 2) == 1.0  # max(1.5 sigma, sqrt(3 / fan_in))
     w = wage_init(torch.empty(64, 1152), bits=2)
     assert w.abs().max() <= 0.75 and w.abs().max() > 0.7

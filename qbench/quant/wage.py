@@ -12,7 +12,8 @@ weights, activations, gradients and errors as k-bit integers (times a power of t
     dW  = sigma(k_G) * sr(lr * g / Shift(max|g|))                   (eq. 11-13, sr: stochastic rounding)
     W  <- clip(W - dW, -1 + sigma(k_W), 1 - sigma(k_W))             (eq. 14)
 
-L0 is sqrt(3 / fan_in) as in the official code (it prints alpha = 2, 16, 16, 16, 16, 32, 32, 16 for VGG-7;
+L0 is sqrt(3 / fan_in) as in the official code (its logs print alpha = 2, 16, 16, 16, 16, 32, 32, 16 for VGG-7
+and 2, 16, 16, 8 for LeNet-5;
 the paper's text writes sqrt(6 / fan_in)). The code also rounds lr * g / Shift(max|g|) to 16 bits before the
 stochastic rounding ("randomizer" bits); kept here.
 """
