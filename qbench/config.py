@@ -231,6 +231,9 @@ def validate(cfg: DictConfig) -> None:
         having = [m for m in group_options("model") if key in OmegaConf.load(config_dir() / "model" / f"{m}.yaml")]
         raise UserError(f"model.{key} (set by method={cfg.method.name}) is not a setting of model "
                         f"{cfg.model.name!r}; models with it: {choices(having)}")
+    extra = cfg.dataset.get("extra")
+    if extra is not None and not isinstance(extra, bool):
+        raise UserError(f"dataset.extra={extra!r} is invalid; allowed: true, false")
     width = cfg.model.get("width")
     if width is not None and (not isinstance(width, (int, float)) or width <= 0):
         raise UserError(f"model.width={width!r} is invalid; allowed: a number > 0")
@@ -296,5 +299,5 @@ def check_data(cfg: DictConfig) -> None:
     if cfg.data.download and LAYOUTS[cfg.dataset.name].download:
         return
     root = cfg.data.root or default_root()
-    for split in ("train", "test"):
+    for split in ("train", "test") + ("extra",) * bool(cfg.dataset.get("extra")):
         locate(cfg.dataset.name, root, split)

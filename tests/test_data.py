@@ -101,6 +101,29 @@ def test_svhn_mat_files(tmp_path):
     assert torch.equal(x[2], torch.from_numpy(X[..., 2].transpose(2, 0, 1)))
 
 
+def test_svhn_extra_joins_the_training_set_only_when_asked(tmp_path):
+    from omegaconf import OmegaConf
+    from scipy.io import savemat
+
+    from qbench.config import check_data, compose
+    from qbench.data import build_data
+    rng = np.random.default_rng(1)
+    (tmp_path / "svhn").mkdir()
+    X = rng.integers(0, 256, (32, 32, 3, 6), dtype=np.uint8)
+    savemat(tmp_path / "svhn" / "train_32x32.mat", {"X": X[..., :4], "y": np.array([[10], [1], [9], [10]])})
+    savemat(tmp_path / "svhn" / "test_32x32.mat", {"X": X[..., :2], "y": np.array([[3], [10]])})
+    cfg = compose(["dataset=svhn", "model=mlp", f"data.root={tmp_path}", "trainer.batch_size=2"])
+    assert cfg.dataset.extra is False and build_data(cfg, torch.device("cpu"), 0).train.labels.numel() == 4
+    OmegaConf.update(cfg, "dataset.extra", True)
+    with pytest.raises(UserError, match="'svhn' \\(extra\\) not found"):  # said before any run starts
+        check_data(cfg)
+    savemat(tmp_path / "svhn" / "extra_32x32.mat", {"X": X[..., 4:], "y": np.array([[2], [10]])})
+    check_data(cfg)
+    train = build_data(cfg, torch.device("cpu"), 0).train
+    assert sorted(train.labels.tolist()) == [0, 0, 0, 1, 2, 9]  # 4 train + 2 extra (10 -> 0); test untouched
+    assert build_data(cfg, torch.device("cpu"), 0).val.labels.tolist() == [3, 0]
+
+
 def _image_folder(root, split, classes, n, size, mode, suffix):
     rng = np.random.default_rng(len(split))
     for c in classes:

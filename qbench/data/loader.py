@@ -148,6 +148,9 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
     loaders = {}
     for split, subset in (("train", dc.subset), ("test", dc.val_subset)):
         images, labels, classes = load_split(ds.name, root, split, ds.in_channels, bool(dc.download))
+        if split == "train" and ds.get("extra"):  # SVHN's extra split joins the training set
+            more, more_labels, _ = load_split(ds.name, root, "extra", ds.in_channels, bool(dc.download))
+            images, labels = torch.cat([images, more]), torch.cat([labels, more_labels])
         if len(classes) != ds.num_classes or images.shape[1] != ds.in_channels or images.shape[-1] != ds.image_size:
             raise UserError(f"{ds.name} {split} split under {root} has {len(classes)} classes of "
                             f"{images.shape[1]}x{images.shape[2]}x{images.shape[3]} images; the dataset config "

@@ -37,7 +37,7 @@ LAYOUTS = {
     "cifar10": Layouts("cifar-10-batches-py/{data_batch_1..5,test_batch}",
                        "cifar10/{train,test}/<class>/*.png", "CIFAR10"),
     "cifar100": Layouts("cifar-100-python/{train,test}", "cifar100/{train,test}/<class>/*.png", "CIFAR100"),
-    "svhn": Layouts("svhn/{train,test}_32x32.mat", "svhn/{train,test}/<class>/*.png", "SVHN"),
+    "svhn": Layouts("svhn/{train,test,extra}_32x32.mat", "svhn/{train,test,extra}/<class>/*.png", "SVHN"),
     "imagenet": Layouts("(none: ImageNet has no torchvision download)",
                         "imagenet/{train,val}/<wnid>/*.JPEG", None),
 }
@@ -91,14 +91,14 @@ def locate(name: str, root: str | os.PathLike, split: str = "train") -> tuple[st
                     f"<root>/{lay.torchvision} or <root>/{lay.folder} (set data.root or QBENCH_DATA{hint})")
 
 
-def download(name: str, root: Path) -> None:
-    """Fetch through torchvision into its own layout under ``root``."""
+def download(name: str, root: Path, split: str = "train") -> None:
+    """Fetch through torchvision into its own layout under ``root``: SVHN one split at a time (its 'extra'
+    split is 1.3 GB), the others both splits at once."""
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, LAYOUTS[name].download)
     if name == "svhn":
-        for split in ("train", "test"):
-            cls(str(root / "svhn"), split=split, download=True)
+        cls(str(root / "svhn"), split=split, download=True)
     else:
         for train in (True, False):
             cls(str(root), train=train, download=True)
@@ -215,7 +215,7 @@ def load_split(name: str, root: str | os.PathLike, split: str, channels: int,
         if not (allow_download and LAYOUTS[name].download):
             raise
         root.mkdir(parents=True, exist_ok=True)
-        download(name, root)
+        download(name, root, split)
         kind, where = locate(name, root, split)
     fp = _fingerprint(kind, where)
     cache = _cache_path(name, root, split)
