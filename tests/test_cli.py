@@ -45,15 +45,15 @@ def test_train_mnist_binaryconnect_end_to_end(tmp_path):
 
 
 def test_train_cifar10_bnn_and_fp_on_real_subset(tmp_path):
-    common = ["model=vgg_small", "model.width=0.25", "dataset=cifar10", "data.subset=2000",
-              "data.val_subset=1000", "trainer.epochs=2", "trainer.batch_size=100"]
+    common = ["model=vgg_small", "model.width=0.125", "dataset=cifar10", "data.subset=2000",
+              "data.val_subset=1000", "trainer.epochs=3", "trainer.batch_size=100"]
     p = qbench("train", "-m", "method=fp,bnn", *common, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     runs = sorted((tmp_path / "runs" / "multirun").glob("*/*/*_*-vgg_small-cifar10-s0"))
     assert [r.name.split("_", 1)[1].split("-")[0] for r in runs] == ["fp", "bnn"]
     fp, bnn = (_summary(r) for r in runs)
     assert fp["status"] == bnn["status"] == "completed"
-    assert fp["final_val_acc"] > 0.25  # real CIFAR-10 images, 2 epochs on 2000: above chance (0.10)
+    assert fp["final_val_acc"] > 0.25  # real CIFAR-10 images, 3 epochs on 2000: above chance (0.10); 34-35% seen
     assert bnn["final_val_acc"] is not None and all(r["train_loss"] < 10 for r in _metrics(runs[1]))
 
 
