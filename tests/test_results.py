@@ -220,8 +220,8 @@ def test_every_runnable_row_is_a_valid_run_at_both_tiers():
 
 @pytest.mark.parametrize("key,value", [("checkpoint_every", 10), ("compile", True), ("compile_mode", "reduce-overhead")])
 def test_how_a_run_was_executed_never_splits_a_group(tmp_path, key, value):
-    """How often a run saved checkpoints, or whether its steps replayed as CUDA graphs, does not change what
-    it trained (torch.compile runs the same model and update). Runs from before such a key existed have none: they still group with runs that set it."""
+    """How often a run saved checkpoints, or whether and how it was compiled, does not change what it trained.
+    Runs from before such a key existed have none: they still group with runs that set it."""
     _fake_run(tmp_path, "old", "bwn", 0, 0.9897)
     _fake_run(tmp_path, "new", "bwn", 1, 0.9901)
     cfg = yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())
