@@ -174,6 +174,7 @@ def validate(cfg: DictConfig) -> None:
                      ("trainer.eval_every", 1),
                      ("trainer.checkpoint_every", 1), ("data.workers", 0)):
         _int(cfg, key, low)
+    _int(cfg, "trainer.steps_per_epoch", 1, optional=True)
     _int(cfg, "data.subset", 1, optional=True)
     _int(cfg, "data.val_subset", 1, optional=True)
     t = cfg.trainer

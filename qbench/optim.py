@@ -19,6 +19,41 @@ def constant_lr(optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
+class Regimes(torch.optim.lr_scheduler.LRScheduler):
+    """Torch-era "regimes" (soumith/imagenet-multiGPU.torch's ``paramsForEpoch``, which XNOR-Net's code keeps):
+    a table of rows ``{from: epoch, lr: factor, weight_decay: value}``. From epoch ``from`` on (epochs completed,
+    0 = the start) the learning rate is optim.lr x ``lr`` and every group's weight decay is ``weight_decay``
+    (null: left as it is). Rows are sorted by ``from``; the first starts at 0."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, regimes, last_epoch: int = -1):
+        rows = [dict(r) for r in regimes] if isinstance(regimes, (list, tuple)) else None
+        if not rows or any(set(r) - {"from", "lr", "weight_decay"} or "from" not in r or "lr" not in r
+                           for r in rows):
+            raise ValueError(f"regimes must be a list of {{from: epoch, lr: factor, weight_decay: value|null}}, "
+                             f"got {regimes!r}")
+        starts = [r["from"] for r in rows]
+        if starts[0] != 0 or any(not isinstance(e, int) or isinstance(e, bool) for e in starts) or \
+                starts != sorted(set(starts)):
+            raise ValueError(f"regimes' 'from' epochs must be increasing integers starting at 0, got {starts}")
+        for r in rows:
+            wd = r.get("weight_decay")
+            if not (isinstance(r["lr"], (int, float)) and r["lr"] > 0) or (wd is not None and not (
+                    isinstance(wd, (int, float)) and wd >= 0)):
+                raise ValueError(f"regime {r} needs lr > 0 and weight_decay >= 0 or null")
+        self.regimes = rows
+        super().__init__(optimizer, last_epoch)
+
+    def regime(self, epoch: int) -> dict:
+        return [r for r in self.regimes if r["from"] <= epoch][-1]
+
+    def get_lr(self) -> list[float]:
+        r = self.regime(self.last_epoch)
+        if r.get("weight_decay") is not None:
+            for g in self.optimizer.param_groups:
+                g["weight_decay"] = float(r["weight_decay"])
+        return [base * r["lr"] for base in self.base_lrs]
+
+
 def build_optimizer(cfg: DictConfig, param_groups: list[dict]) -> torch.optim.Optimizer:
     return instantiate(cfg, params=param_groups, _convert_="all")
 

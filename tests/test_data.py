@@ -11,7 +11,7 @@ from PIL import Image
 from qbench.config import compose
 from qbench.data import build_data, load_split, locate
 from qbench.data.augment import random_crop, random_hflip
-from qbench.data.loader import TensorLoader, fixed_subset
+from qbench.data.loader import EpochOfSteps, TensorLoader, fixed_subset
 from qbench.errors import UserError
 
 
@@ -155,6 +155,29 @@ def test_imagenet_folder_streams_through_dataloader(tmp_path):
                 "dataset.image_size=32", "trainer.batch_size=4", f"dataset.augment.resize={resize}"]
         data = build_data(compose(args), torch.device("cpu"), seed=0)
         assert next(iter(data.train))[0].shape == (4, 3, 32, 32), resize
+    # data.subset / val_subset take a fixed sliver (tier=smoke); steps_per_epoch makes an epoch N batches
+    data = build_data(compose(args[:-1] + ["data.subset=4", "data.val_subset=2", "trainer.batch_size=2",
+                                           "trainer.steps_per_epoch=3"]), torch.device("cpu"), seed=0)
+    assert len(data.train) == 3 and sum(len(y) for _, y in data.train) == 6
+    assert sum(len(b[1]) for b in data.val) == 2
+
+
+def test_epoch_of_steps_carries_the_pass_across_epochs():
+    """XNOR-Net's code: an epoch is -epochSize batches, wherever the pass over the data stands."""
+    epochs = EpochOfSteps([1, 2, 3], steps=2)
+    assert len(epochs) == 2
+    assert [list(epochs) for _ in range(3)] == [[1, 2], [3, 1], [2, 3]]
+    assert list(EpochOfSteps([1, 2], steps=5)) == [1, 2, 1, 2, 1]
+
+
+def test_steps_per_epoch_on_a_tensor_dataset(data_root):
+    cfg = compose(["dataset=mnist", f"data.root={data_root}", "data.subset=100", "trainer.batch_size=30",
+                   "trainer.steps_per_epoch=7"])
+    train = build_data(cfg, torch.device("cpu"), seed=0).train
+    batches = [x for x, _ in train] + [x for x, _ in train]
+    assert len(batches) == 14 and all(len(x) == 30 for x in batches)  # passes of 3 full batches of 100 images
+    crossing = torch.cat(batches[6:9]).flatten(1)  # the third pass: epoch 1's last batch, epoch 2's first two
+    assert len(torch.unique(crossing, dim=0)) == 90  # one pass: no image twice
 
 
 def test_imagenet_training_crops():

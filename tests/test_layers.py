@@ -3,10 +3,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qbench.methods import ClipWeights, GlorotLRScale, apply_layer_policy
+from qbench.methods import ClipWeights, GlorotLRScale, XnorCodeGradScale, XnorCodeWeights, apply_layer_policy
 from qbench.models import create_model
 from qbench.nn import QConv2d, QLinear
-from qbench.quant import sign, ste_sign
+from qbench.quant import binarize_scaled, sign, ste_sign
 
 
 def test_no_quantizers_is_exactly_the_float_layer():
@@ -192,3 +192,43 @@ def test_dropout_acts_after_the_binarized_activation_as_in_bnn():
     bc = create_model("mlp", 1, 10, 28, hidden=[64, 64], dropout_hidden=0.5)
     build_method(compose(["method=binaryconnect"]).method).apply(bc)
     assert isinstance(bc[4], nn.Dropout) and "input_dropout" not in bc[5]._modules
+
+
+class _Trainer:
+    def __init__(self, model):
+        self.model = model
+
+
+def test_xnor_code_weights_centre_over_input_channels_then_clip():
+    """allenai/XNOR-Net util.lua: meancenterConvParms (mean over input channels), then clampConvParms."""
+    model = nn.Sequential(nn.Conv2d(2, 2, 1, bias=False), nn.Flatten(), nn.Linear(2, 3, bias=False),
+                          nn.Linear(3, 1, bias=False))
+    apply_layer_policy(model, binarize_scaled, None, False, True)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([3.0, 1.0, 0.2, 0.6]).view(2, 2, 1, 1))
+        model[2].weight.copy_(torch.tensor([[1.0, 2.0], [0.5, 0.5], [-4.0, 0.0]]))
+        model[3].weight.fill_(5.0)
+    XnorCodeWeights(1.0).on_train_start(_Trainer(model))
+    # filter 0: (3, 1) - 2 = (1, -1); filter 1: (0.2, 0.6) - 0.4 = (-0.2, 0.2)
+    assert torch.allclose(model[0].weight.flatten(), torch.tensor([1.0, -1.0, -0.2, 0.2]))
+    # rows: (1, 2) - 1.5 = (-0.5, 0.5); (0.5, 0.5) - 0.5 = 0; (-4, 0) + 2 = (-2, 2) -> clipped to (-1, 1)
+    assert torch.allclose(model[2].weight, torch.tensor([[-0.5, 0.5], [0.0, 0.0], [-1.0, 1.0]]))
+    assert torch.equal(model[3].weight, torch.full((1, 3), 5.0))  # the float last layer is untouched
+
+
+def test_xnor_code_grad_scale_multiplies_eq7_by_n_times_one_minus_one_over_c_in():
+    """util.lua updateBinaryGradWeight: dC/dW~ * (1/n + alpha * 1[|W| < 1]) * (1 - 1/c_in) * n."""
+    model = nn.Sequential(nn.Linear(4, 1, bias=False), nn.Linear(1, 1, bias=False))
+    apply_layer_policy(model, binarize_scaled, None, False, True)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.5, -0.25, 2.0, -0.1]]))
+        model[1].weight.fill_(1.0)
+    cb = XnorCodeGradScale()
+    cb.on_train_start(_Trainer(model))
+    cb.on_train_start(_Trainer(model))  # a second start (a resume) does not stack the factor
+    model(torch.ones(1, 4)).sum().backward()
+    alpha = (0.5 + 0.25 + 2.0 + 0.1) / 4  # dC/dW~_i = x_i = 1; n = c_in = 4: factor 4 * (1 - 1/4) = 3
+    expected = 3 * torch.tensor([[0.25 + alpha, 0.25 + alpha, 0.25, 0.25 + alpha]])
+    assert torch.allclose(model[0].weight.grad, expected)
+    assert torch.equal(model[1].weight.grad, torch.tensor([[0.0]]))  # float layer: sum(alpha*sign) = 0, unscaled
+    assert XnorCodeGradScale.factor(torch.empty(256, 96, 5, 5)) == 96 * 25 * (1 - 1 / 96)

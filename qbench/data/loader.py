@@ -70,6 +70,8 @@ def calibration_batches(loader, n: int) -> list[torch.Tensor]:
     """The inputs of ``n`` training batches, un-augmented and without labels, for methods that calibrate
     (PTQ's ranges, TSQ's least squares). A tensor-held training set is drawn in a fixed order of its own,
     so the training run's random stream is not touched."""
+    if isinstance(loader, EpochOfSteps):
+        loader = loader.source
     if isinstance(loader, TensorLoader):
         loader = copy.copy(loader)
         loader.crop_padding, loader.hflip = 0, False
@@ -100,12 +102,15 @@ class StreamLoader:
 
     def __init__(self, folder: Path, batch_size: int, mean, std, train: bool, image_size: int,
                  workers: int, generator: torch.Generator, device: torch.device, hflip: bool = True,
-                 resize=None):
+                 resize=None, subset: int | None = None):
         from torchvision import datasets, transforms as T
 
         tf = ([train_crop(image_size, resize)] + ([T.RandomHorizontalFlip()] if hflip else []) if train
               else [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)])
         ds = datasets.ImageFolder(str(folder), T.Compose(tf + [T.ToTensor(), T.Normalize(mean, std)]))
+        keep = fixed_subset(len(ds), subset)
+        if keep is not None:
+            ds = torch.utils.data.Subset(ds, keep.tolist())
         self.generator = generator
         self.device = device
         self.loader = torch.utils.data.DataLoader(
@@ -119,6 +124,26 @@ class StreamLoader:
     def __iter__(self):
         for x, y in self.loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+class EpochOfSteps:
+    """An epoch of exactly ``steps`` batches (``trainer.steps_per_epoch``; Torch-era ImageNet code such as
+    XNOR-Net's ``-epochSize``): the batches come from passes over ``source`` that carry on across epochs, each
+    pass in a new random order. A resumed run starts a new pass."""
+
+    def __init__(self, source, steps: int):
+        self.source, self.steps, self._pass = source, steps, None
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        for _ in range(self.steps):
+            batch = next(self._pass, None) if self._pass is not None else None
+            if batch is None:
+                self._pass = iter(self.source)
+                batch = next(self._pass)
+            yield batch
 
 
 @dataclass
@@ -140,10 +165,11 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
     generator = torch.Generator(device=gen_device).manual_seed(seed)
     if ds.name == "imagenet":
         train = StreamLoader(locate("imagenet", root, "train")[1], bs, ds.mean, ds.std, True, ds.image_size,
-                             dc.workers, generator, device, bool(ds.augment.hflip), ds.augment.get("resize"))
+                             dc.workers, generator, device, bool(ds.augment.hflip), ds.augment.get("resize"),
+                             dc.subset)
         val = StreamLoader(locate("imagenet", root, "test")[1], bs, ds.mean, ds.std, False, ds.image_size,
-                           dc.workers, torch.Generator().manual_seed(0), device)
-        return Data(train, val, ds.in_channels, ds.num_classes, ds.image_size, generator)
+                           dc.workers, torch.Generator().manual_seed(0), device, subset=dc.val_subset)
+        return Data(_steps(train, cfg), val, ds.in_channels, ds.num_classes, ds.image_size, generator)
 
     loaders = {}
     for split, subset in (("train", dc.subset), ("test", dc.val_subset)):
@@ -163,4 +189,10 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
             images.to(device), labels.to(device), bs if train else int(cfg.trainer.eval_batch_size),
             ds.mean, ds.std, train, crop_padding=ds.augment.crop_padding if train else 0,
             hflip=bool(ds.augment.hflip) if train else False, generator=generator if train else None)
-    return Data(loaders["train"], loaders["test"], ds.in_channels, ds.num_classes, ds.image_size, generator)
+    return Data(_steps(loaders["train"], cfg), loaders["test"], ds.in_channels, ds.num_classes, ds.image_size,
+                generator)
+
+
+def _steps(train, cfg: DictConfig):
+    steps = cfg.trainer.get("steps_per_epoch")  # .get: runs written before the setting existed still resume
+    return EpochOfSteps(train, int(steps)) if steps else train

@@ -75,6 +75,57 @@ class ClipWeights(Callback):
                 w.clamp_(-self.bound, self.bound)
 
 
+class XnorCodeWeights(Callback):
+    """allenai/XNOR-Net (util.lua), before every forward of a binarized layer: ``meancenterConvParms`` then
+    ``clampConvParms``. Each filter's weight minus its mean over the input channels (the same output filter and
+    kernel position), then clipped to [-bound, bound]. Not in the paper's text.
+
+    A conv weight (out, in, kh, kw) is centred over ``in``; a linear weight (out, in) over all its inputs (the
+    official AlexNet's FC6 is a 6x6 conv centred per position, qbench's a linear layer over the flattened
+    256x6x6 input). Run at the start and after each optimizer step, i.e. before each forward.
+    """
+
+    def __init__(self, bound: float = 1.0):
+        self.bound = float(bound)
+
+    def on_train_start(self, trainer) -> None:
+        self.on_after_optimizer_step(trainer)
+
+    def on_after_optimizer_step(self, trainer) -> None:
+        with torch.no_grad():
+            for _, w in quantized_weights(trainer.model):
+                w.sub_(w.mean(dim=1, keepdim=True)).clamp_(-self.bound, self.bound)
+
+
+class XnorCodeGradScale(Callback):
+    """allenai/XNOR-Net (util.lua, ``updateBinaryGradWeight``): the gradient of each binarized weight is
+    eq. 7's, dC/dW~ * (1/n + alpha * 1[|W| < 1]), times n * (1 - 1/c_in), with n the filter size (c_in x kh x
+    kw) and c_in the input channels. qbench's ``binarize_scaled`` gives eq. 7; this callback adds the constant
+    factor, which the paper's text does not have. Under SGD it multiplies those layers' step (about 2400x for
+    AlexNet's conv2); under Adam it mainly shrinks the weight decay relative to the gradient."""
+
+    def __init__(self):
+        self._handles = []
+
+    @staticmethod
+    def factor(w: torch.Tensor) -> float:
+        n = w[0].numel()
+        return n * (1.0 - 1.0 / w.shape[1])
+
+    def on_train_start(self, trainer) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        for _, w in quantized_weights(trainer.model):
+            self._handles.append(w.register_post_accumulate_grad_hook(_scale_grad(self.factor(w))))
+
+
+def _scale_grad(factor: float):
+    def hook(p: torch.Tensor) -> None:
+        p.grad.mul_(factor)
+    return hook
+
+
 class GlorotLRScale(Callback):
     """BC/BNN reference code ("W_LR_scale = Glorot"): the learning rate of each binarized layer's weights is
     multiplied by 1/H with H = sqrt(1.5 / (fan_in + fan_out)) (Glorot & Bengio's uniform init bound).

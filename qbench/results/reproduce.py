@@ -21,7 +21,8 @@ from qbench.errors import UserError, choices
 from qbench.results.registry import Figure, load_paper
 
 # tier=smoke: the recipe's loss, optimizer and schedule on a sliver of the data, for tests and a first look
-SMOKE = {"trainer.epochs": 1, "trainer.batch_size": 64, "data.subset": 256, "data.val_subset": 256}
+SMOKE = {"trainer.epochs": 1, "trainer.batch_size": 64, "trainer.steps_per_epoch": None, "data.subset": 256,
+         "data.val_subset": 256}
 GROUPS = ("method", "model", "dataset", "optim", "sched")
 
 
@@ -95,7 +96,18 @@ def init_runs(paper_key: str, f: Figure, tier: str, seeds: list[int]) -> dict[in
 
 
 def _as_override(key: str, value) -> str:
+    if isinstance(value, dict):  # a node the config may not have yet (a method's extra callback): add or set
+        return f"++{key}={_hydra_value(value)}"
     return f"{key}={json.dumps(value) if isinstance(value, (list, bool)) or value is None else value}"
+
+
+def _hydra_value(value) -> str:
+    """A value in Hydra's override grammar: dicts as {key:value,...}, lists as [...], scalars as JSON."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 def _experiment_yaml(f: Figure, flat: dict, tier: str) -> str:
