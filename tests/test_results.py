@@ -11,6 +11,7 @@ from conftest import REPO, qbench
 from qbench.errors import UserError
 from qbench.results import STATUSES, find_runs, group_runs, load_paper, paper_keys
 from qbench.results.tables import compare, paper_table
+from qbench.results.runs import differing_keys
 
 SHARED = Path(os.environ.get("QBENCH_PAPERS", REPO.parent / "shared" / "papers" / "paper_results.yaml"))
 REGISTRY_KEY = {"krishnamoorthi_whitepaper": "whitepaper"}
@@ -230,6 +231,19 @@ def test_how_a_run_was_executed_never_splits_a_group(tmp_path, key, value):
     done, _ = find_runs([str(tmp_path)])
     groups = group_runs(done)
     assert len(groups) == 1 and len(groups[0].runs) == 2
+
+
+def test_a_setting_added_with_a_null_default_never_splits_a_group(tmp_path):
+    """trainer.steps_per_epoch arrived with null (one pass per epoch, as before): runs from before it group with
+    runs that have it null, and apart from runs that set it."""
+    for name, seed, steps in (("old", 0, "absent"), ("new", 1, None), ("steps", 2, 100)):
+        _fake_run(tmp_path, name, "bwn", seed, 0.99)
+        if steps != "absent":
+            cfg = yaml.safe_load((tmp_path / name / "config.yaml").read_text())
+            cfg["trainer"]["steps_per_epoch"] = steps
+            (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+    groups = group_runs(find_runs([str(tmp_path)])[0])
+    assert sorted(len(g.runs) for g in groups) == [1, 2] and differing_keys(groups) == ["trainer.steps_per_epoch"]
 
 
 def test_a_difference_that_rounds_to_zero_shows_no_minus_sign():

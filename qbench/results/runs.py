@@ -77,7 +77,8 @@ def identity(config: dict, summary: dict) -> dict:
     """What a run trained: its flattened config without the execution keys. A ``method.init`` path becomes the
     identity of the run it started from (recorded in summary.json at the start), so seeds that each started from
     their own seed's run of one configuration group together, wherever those runs now lie."""
-    flat = {k: v for k, v in _flat(config).items() if k not in EXECUTION_KEYS}
+    # a null setting is one a run made before the key existed did not have (trainer.steps_per_epoch): the same
+    flat = {k: v for k, v in _flat(config).items() if k not in EXECUTION_KEYS and v != "null"}
     init = summary.get("init")
     if init and "method.init" in flat:
         flat["method.init"] = json.dumps(f"{init.get('row') or 'run'} (config {init['config']})")
