@@ -108,6 +108,28 @@ def test_grouping_averages_seeds_never_configs_and_skips_unfinished(tmp_path):
     assert rows["MNIST W1/A32 stoch"][5] == "none finished (1 unfinished)"
 
 
+def test_a_figure_cited_from_another_paper_reads_that_papers_runs(tmp_path):
+    """TWN's Table 2 prints BinaryConnect's own MNIST figure (98.82% = 100 - 1.18%): BinaryConnect's runs of
+    that row fill it, named as such; reproduce paper=twn leaves it to paper=binaryconnect."""
+    from qbench.results.registry import Figure, _check_references
+    from qbench.results.reproduce import select
+    row = {"paper": "binaryconnect", "table": "-", "row": "mnist_w1_a32_stoch_err", "tier": "full"}
+    _fake_run(tmp_path, "a", "binaryconnect", 0, 0.9880, tags=row, mode="stoch")
+    _fake_run(tmp_path, "b", "binaryconnect", 1, 0.9884, tags=row, mode="stoch")
+    _fake_run(tmp_path, "c", "binaryconnect", 0, 0.99, tags={**row, "paper": "twn"}, mode="stoch")  # wrong paper
+    rows = {r[1]: r for r in paper_table("twn", [str(tmp_path)], "T2").rows}
+    bc = rows["MNIST LeNet-5 BinaryConnect"]
+    assert bc[5] == "98.82 ± 0.03 (n=2) (binaryconnect's row)" and bc[6] == "+0.00"
+    assert rows["CIFAR10 VGG-7 BinaryConnect"][5] == "not run (binaryconnect's row)"
+    assert rows["MNIST LeNet-5 BNN"][5] == "no qbench experiment yet"  # BNN's Torch7 column has none
+    assert "t2_mnist_lenet_5_binaryconnect_acc" not in {f.id for f in select("twn", "T2", None)}
+    with pytest.raises(UserError, match="qbench reproduce paper=binaryconnect rows=mnist_w1_a32_stoch_err"):
+        select("twn", "T2", ["t2_mnist_lenet_5_binaryconnect_acc"])
+    bad = Figure("twn", "x", "acc", 1.0, "primary", experiment={"runs_of": "binaryconnect/nope"})
+    with pytest.raises(UserError, match="runs_of 'binaryconnect/nope', which is not a figure with its own"):
+        _check_references("twn", [bad])
+
+
 def test_tables_say_which_commits_and_hardware_made_them(tmp_path):
     row = {"paper": "binaryconnect", "table": "-", "row": "mnist_w1_a32_det_err", "tier": "full"}
     for i, (commit, device, wall, procs) in enumerate([("a" * 40, "cpu (2 threads)", 600, 1),

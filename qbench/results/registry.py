@@ -31,8 +31,15 @@ class Figure:
     @property
     def run_row(self) -> str:
         """The row whose runs fill this figure: its own, or with ``experiment.runs_of`` another figure's (a
-        top-5 figure is read from the runs of its top-1 figure; the same experiment in two tables runs once)."""
-        return (self.experiment or {}).get("runs_of", self.id)
+        top-5 figure is read from the runs of its top-1 figure; the same experiment in two tables runs once).
+        ``runs_of: <paper>/<row>`` names another paper's row: a figure a paper cites from another."""
+        return (self.experiment or {}).get("runs_of", self.id).split("/")[-1]
+
+    @property
+    def run_paper(self) -> str:
+        """The paper whose ``qbench reproduce`` makes this figure's runs."""
+        ref = (self.experiment or {}).get("runs_of", "")
+        return ref.split("/")[0] if "/" in ref else self.paper
 
 
 @dataclass
@@ -66,11 +73,25 @@ def load_paper(key: str) -> Paper:
     return Paper(doc["key"], doc["cite"], doc.get("arxiv"), figures)
 
 
+def _own_rows(key: str) -> set[str]:
+    """The figures of paper ``key`` with an experiment of their own (read without following its references)."""
+    doc = OmegaConf.to_container(OmegaConf.load(config_dir() / "paper" / f"{key}.yaml"))
+    return {f["id"] for f in doc["figures"] if f.get("experiment") and "runs_of" not in f["experiment"]}
+
+
 def _check_references(key: str, figures: list[Figure]) -> None:
-    """``runs_of`` must name a figure with an experiment of its own; ``init_row`` one that starts from scratch."""
+    """``runs_of`` must name a figure with an experiment of its own, in this paper or (``<paper>/<row>``) in
+    another; ``init_row`` one of this paper's that starts from scratch."""
     own = {f.id: f.experiment for f in figures if f.experiment and "runs_of" not in f.experiment}
     for f in figures:
         e = f.experiment or {}
+        if "/" in e.get("runs_of", ""):
+            other, row = e["runs_of"].split("/", 1)
+            if other not in paper_keys() or row not in _own_rows(other):
+                valid = choices(_own_rows(other)) if other in paper_keys() else choices(paper_keys())
+                raise UserError(f"configs/paper/{key}.yaml: figure {f.id!r} has runs_of {e['runs_of']!r}, which is "
+                                f"not a figure with its own experiment; valid: {valid}")
+            continue
         for field_, ok in (("runs_of", set(own)), ("init_row", {i for i, x in own.items() if "init_row" not in x})):
             if field_ in e and e[field_] not in ok:
                 raise UserError(f"configs/paper/{key}.yaml: figure {f.id!r} has {field_} {e[field_]!r}, which is "

@@ -31,10 +31,14 @@ def select(paper_key: str, table: str | None, rows: list[str] | None) -> list[Fi
     figures = [f for f in paper.figures if table is None or (f.table or "-") == table]
     if table is not None and not figures:
         raise UserError(f"paper {paper_key!r} has no table {table!r}; valid: {choices(paper.tables())}")
-    runnable = [f for f in figures if f.experiment]
+    cited = {f.id: f for f in figures if f.experiment and f.run_paper != paper_key}
+    runnable = [f for f in figures if f.experiment and f.id not in cited]
     if rows:
         ids = {f.id for f in runnable}
         for r in rows:
+            if r in cited:
+                raise UserError(f"row {r!r} reads the runs of {cited[r].run_paper}'s row {cited[r].run_row!r}: "
+                                f"qbench reproduce paper={cited[r].run_paper} rows={cited[r].run_row}")
             if r not in ids:
                 raise UserError(f"row {r!r} is not a runnable row of {paper_key}"
                                 f"{' ' + table if table else ''}; valid: {choices(ids) or '(none)'}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from qbench.errors import UserError, choices
 from qbench.results.registry import Figure, load_paper
@@ -57,11 +58,11 @@ class Output:
         self.rows.append([("" if c is None else str(c)) for c in cells])
 
     def show(self, console: Console) -> None:
-        t = Table(title=self.title, title_justify="left")
+        t = Table(title=Text(self.title), title_justify="left")
         for c in self.columns:
             t.add_column(c)
         for r in self.rows:
-            t.add_row(*r)
+            t.add_row(*(Text(c) for c in r))  # cells are plain text: a "[...]" in a label is not rich markup
         console.print(t)
         for n in self.notes:
             console.print(n, markup=False, highlight=False)
@@ -155,7 +156,8 @@ def paper_series(key: str, run_patterns: list[str], table: str | None = None,
     groups = group_runs(find_runs(run_patterns)[0])
     out: dict[str, list[tuple[str, list[Run]]]] = {}
     for f in paper.figures:
-        matched = _candidates(f, groups, tier) if f.run_row == f.id else []  # each row's curves drawn once
+        own = f.run_row == f.id and f.run_paper == f.paper
+        matched = _candidates(f, groups, tier) if own else []  # each row's curves drawn once, by its paper
         if (table is None or (f.table or "-") == table) and len(matched) == 1:
             out.setdefault(f.table or "-", []).append((f.label, matched[0].runs))
     return out
@@ -163,7 +165,7 @@ def paper_series(key: str, run_patterns: list[str], table: str | None = None,
 
 def _row_tags(f: Figure, tier: str) -> dict:
     """The tags ``qbench reproduce`` gives a row's runs at this tier: how its runs are found."""
-    return {"paper": f.paper, "row": f.run_row, "tier": tier}
+    return {"paper": f.run_paper, "row": f.run_row, "tier": tier}
 
 
 def _candidates(f: Figure, groups: list[Group], tier: str) -> list[Group]:
@@ -184,6 +186,13 @@ def _not_counted(f: Figure, runs: list[Run], tier: str) -> str:
 
 
 def _figure_row(f: Figure, groups: list[Group], not_counted: str = "") -> list:
+    row = _reproduced(f, groups, not_counted)
+    if f.run_paper != f.paper and row[-3]:  # a figure cited from another paper: say whose runs fill it
+        row[-3] += f" ({f.run_paper}'s row)"
+    return row
+
+
+def _reproduced(f: Figure, groups: list[Group], not_counted: str = "") -> list:
     status = f.status if f.confirmed else "UNCONFIRMED"
     paper_value = "N/A" if f.value is None else f.value
     base = [f.table or "-", f.label, f.metric, paper_value, status]
