@@ -55,7 +55,8 @@ class Regimes(torch.optim.lr_scheduler.LRScheduler):
 
 
 def build_optimizer(cfg: DictConfig, param_groups: list[dict]) -> torch.optim.Optimizer:
-    return instantiate(cfg, params=param_groups, _convert_="all")
+    """A null argument (optim.eps: null) is left to the optimizer's own default."""
+    return instantiate({k: v for k, v in cfg.items() if v is not None}, params=param_groups, _convert_="all")
 
 
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):

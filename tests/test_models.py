@@ -65,10 +65,16 @@ def test_classic_nets_by_hand():
     bns = 2 * (96 + 256 + 384 + 384 + 256) + 2 * 2 * 4096
     fcs = 9216 * 4096 + 4096 * 4096 + 4096 * 1000 + 1000
     assert torch_count(create_model("alexnet_bn", 3, 1000, 224)) == convs + bns + fcs
+    # DoReFa's AlexNet (tensorpack alexnet-dorefa.py): 12x12 first conv, conv1/3/4 in two groups, no conv bias,
+    # no BN after conv0, fc0 and the classifier with a bias; 256x6x6 into fc0 at 224 px
+    convs = 3 * 96 * 144 + 256 * 48 * 25 + 384 * 256 * 9 + 384 * 192 * 9 + 256 * 192 * 9
+    bns = 2 * (256 + 384 + 384 + 256) + 2 * 2 * 4096
+    fcs = (9216 * 4096 + 4096) + 4096 * 4096 + (4096 * 1000 + 1000)
+    assert torch_count(create_model("alexnet_dorefa", 3, 1000, 224)) == convs + bns + fcs == 60_985_320
 
 
 @pytest.mark.parametrize("name", ["resnete18", "binarydensenet28", "binarydensenet37", "binarydensenet37_dilated",
-                                  "alexnet_bn", "lenet5", "vgg7", "vgg11"])
+                                  "alexnet_bn", "alexnet_dorefa", "lenet5", "vgg7", "vgg11"])
 def test_builds_for_32_and_224_with_bnn_forward_backward(name):
     from qbench.config import compose
     from qbench.methods import build_method

@@ -7,6 +7,10 @@ alexnet_bn (XNOR-Net, DoReFa, SQ ImageNet tables): AlexNet with batch norm after
   no LRN, no grouped convs: 96C11/4-MP3/2-256C5-MP3/2-384C3-384C3-256C3-MP3/2-4096FC-4096FC-classes.
   For inputs up to 64 px a CIFAR-sized variant keeps the widths with 5x5 / 3x3 convs at stride 1 and
   2x2 pools (32 -> 16 -> 8 -> 4) for quick runs.
+alexnet_dorefa (DoReFa-Net's ImageNet AlexNet, as tensorpack's examples/DoReFa-Net/alexnet-dorefa.py defines
+  it): 96C12/4 (valid) - act - 256C5 (2 groups) - BN - MP3/2 - act - 384C3 - BN - MP3/2 - act - 384C3 (2 groups)
+  - BN - act - 256C3 (2 groups) - BN - MP3/2 - act - 4096FC - BN - act - 4096FC - BN - act - classes. No BN
+  after the first conv; convs without bias, fc0 and the classifier with one.
 """
 from __future__ import annotations
 
@@ -59,4 +63,31 @@ def alexnet_bn(in_channels: int, num_classes: int, image_size: int, activation: 
             layers.append(nn.Dropout(dropout))
         f_in = fc
     layers.append(nn.Linear(f_in, num_classes))
+    return nn.Sequential(*layers)
+
+
+@register_model("alexnet_dorefa")
+def alexnet_dorefa(in_channels: int, num_classes: int, image_size: int, activation: str = "clip01",
+                   width: float = 1.0) -> nn.Module:
+    """224 px: 96C12/4 gives 54x54; pool1 pads its end as TF's SAME (ceil mode) -> 27, pool2 pads one each
+    side -> 14, pool4 is valid -> 6, so fc0 sees 256x6x6. Other large sizes are pooled to 6x6 before fc0;
+    up to 64 px a quick-run variant has a 5x5 stride-1 first conv (32 -> 16 -> 8 -> 3).
+    ``activation`` (clip01: clip to [0, 1], the script's nonlinearity whenever activations are quantized)
+    also ends the last hidden layer, whose output the float classifier reads unquantized."""
+    c0, c1, c2, c3, c4 = (max(2, 2 * round(x * width / 2)) for x in (96, 256, 384, 384, 256))
+    fc = max(1, round(4096 * width))
+    small = image_size <= 64
+    side = 3 if small else 6
+    first = nn.Conv2d(in_channels, c0, 5, 1, 2, bias=False) if small else nn.Conv2d(in_channels, c0, 12, 4, bias=False)
+    layers = [first, make_act(activation),
+              nn.Conv2d(c0, c1, 5, padding=2, groups=2, bias=False), nn.BatchNorm2d(c1),
+              nn.MaxPool2d(3, 2, ceil_mode=True), make_act(activation),
+              nn.Conv2d(c1, c2, 3, padding=1, bias=False), nn.BatchNorm2d(c2), nn.MaxPool2d(3, 2, padding=1),
+              make_act(activation),
+              nn.Conv2d(c2, c3, 3, padding=1, groups=2, bias=False), nn.BatchNorm2d(c3), make_act(activation),
+              nn.Conv2d(c3, c4, 3, padding=1, groups=2, bias=False), nn.BatchNorm2d(c4), nn.MaxPool2d(3, 2),
+              make_act(activation), nn.AdaptiveMaxPool2d(side), nn.Flatten(),
+              nn.Linear(c4 * side * side, fc), nn.BatchNorm1d(fc), make_act(activation),
+              nn.Linear(fc, fc, bias=False), nn.BatchNorm1d(fc), make_act(activation),
+              nn.Linear(fc, num_classes)]
     return nn.Sequential(*layers)
