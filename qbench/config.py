@@ -221,7 +221,7 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"dataset.augment.resize={resize!r} is invalid; allowed: null (random-resized crop), a "
                         f"shorter side >= dataset.image_size={size} (e.g. 256), or a range [min, max] (e.g. "
                         "[256,480])")
-    acts = ("relu", "hardtanh", "identity", "clip01")  # checked even where the method's activation replaces it
+    acts = ("relu", "hardtanh", "identity", "clip01", "leaky")  # checked even where the method's activation replaces it
     for key in ("model.activation", "method.activation"):
         act = OmegaConf.select(cfg, key)
         if act is not None and act not in acts:

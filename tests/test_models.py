@@ -71,10 +71,17 @@ def test_classic_nets_by_hand():
     bns = 2 * (256 + 384 + 384 + 256) + 2 * 2 * 4096
     fcs = (9216 * 4096 + 4096) + 4096 * 4096 + (4096 * 1000 + 1000)
     assert torch_count(create_model("alexnet_dorefa", 3, 1000, 224)) == convs + bns + fcs == 60_985_320
+    # XNOR-Net's GoogLeNet variant, Darknet's extraction.cfg: 20 conv -> BN layers (no conv bias), 1x1 classifier
+    convs = ([(3, 64, 7), (64, 192, 3), (192, 128, 1), (128, 256, 3), (256, 256, 1), (256, 512, 3)]
+             + [(512, 256, 1), (256, 512, 3)] * 4 + [(512, 512, 1), (512, 1024, 3)] + [(1024, 512, 1), (512, 1024, 3)] * 2)
+    assert len(convs) + 1 == 21
+    assert torch_count(create_model("darknet_extraction", 3, 1000, 224)) == sum(
+        a * b * k * k + 2 * b for a, b, k in convs) + 1024 * 1000 + 1000 == 23_437_224
 
 
 @pytest.mark.parametrize("name", ["resnete18", "binarydensenet28", "binarydensenet37", "binarydensenet37_dilated",
-                                  "alexnet_bn", "alexnet_dorefa", "lenet5", "vgg7", "vgg11"])
+                                  "alexnet_bn", "alexnet_dorefa", "darknet_extraction", "lenet5", "vgg7",
+                                  "vgg11"])
 def test_builds_for_32_and_224_with_bnn_forward_backward(name):
     from qbench.config import compose
     from qbench.methods import build_method

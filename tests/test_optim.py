@@ -57,3 +57,11 @@ def test_regimes_survive_a_resume():
 def test_bad_regimes_name_the_table(regimes):
     with pytest.raises(ValueError, match="regime"):
         Regimes(_sgd(), regimes)
+
+
+def test_poly_is_darknets_policy_stepped_per_epoch():
+    """Darknet policy=poly: lr = lr0 (1 - t / T)^power; XNOR-Net's GoogLeNet: lr 0.1, power 4."""
+    cfg = compose(["sched=poly", "optim=sgd", "optim.lr=0.1", "trainer.epochs=4"])
+    opt = build_optimizer(cfg.optim, [{"params": [torch.nn.Parameter(torch.zeros(1))]}])
+    trace = [lr for lr, _ in _trace(opt, build_scheduler(cfg.sched, opt), 4)]
+    assert trace == pytest.approx([0.1 * (1 - e / 4) ** 4 for e in range(4)])  # 0.1, 0.0316, 0.00625, 0.00039

@@ -11,6 +11,10 @@ alexnet_dorefa (DoReFa-Net's ImageNet AlexNet, as tensorpack's examples/DoReFa-N
   it): 96C12/4 (valid) - act - 256C5 (2 groups) - BN - MP3/2 - act - 384C3 - BN - MP3/2 - act - 384C3 (2 groups)
   - BN - act - 256C3 (2 groups) - BN - MP3/2 - act - 4096FC - BN - act - 4096FC - BN - act - classes. No BN
   after the first conv; convs without bias, fc0 and the classifier with one.
+darknet_extraction (XNOR-Net Table 2's "GoogLeNet variant": Darknet's extraction.cfg with batch norm):
+  64C7/2-MP2-192C3-MP2-128C1-256C3-256C1-512C3-MP2-4x(256C1-512C3)-512C1-1024C3-MP2-2x(512C1-1024C3), each
+  conv -> BN -> leaky ReLU (0.1), then a 1x1 conv to the classes (with bias, no BN, leaky as in the cfg),
+  global average pool. 20 convs with BN and the classifier conv: the paper's 21 layers.
 """
 from __future__ import annotations
 
@@ -90,4 +94,24 @@ def alexnet_dorefa(in_channels: int, num_classes: int, image_size: int, activati
               nn.Linear(c4 * side * side, fc), nn.BatchNorm1d(fc), make_act(activation),
               nn.Linear(fc, fc, bias=False), nn.BatchNorm1d(fc), make_act(activation),
               nn.Linear(fc, num_classes)]
+    return nn.Sequential(*layers)
+
+
+@register_model("darknet_extraction")
+def darknet_extraction(in_channels: int, num_classes: int, image_size: int, activation: str = "leaky",
+                       width: float = 1.0) -> nn.Module:
+    pairs = [(256, 512)] * 4 + [(512, 1024)]
+    spec = [(64, 7, 2), "M", (192, 3, 1), "M", (128, 1, 1), (256, 3, 1), (256, 1, 1), (512, 3, 1), "M",
+            *[(c, k, 1) for a, b in pairs for c, k in ((a, 1), (b, 3))], "M",
+            *[(c, k, 1) for _ in range(2) for c, k in ((512, 1), (1024, 3))]]
+    layers, c_in = [], in_channels
+    for item in spec:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2))
+            continue
+        c, k, stride = item
+        c = max(1, round(c * width))
+        layers += [nn.Conv2d(c_in, c, k, stride, k // 2, bias=False), nn.BatchNorm2d(c), make_act(activation)]
+        c_in = c
+    layers += [nn.Conv2d(c_in, num_classes, 1), make_act(activation), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     return nn.Sequential(*layers)

@@ -39,9 +39,9 @@ def create_model(name: str, in_channels: int, num_classes: int, image_size: int,
 
 def activation(name: str) -> nn.Module:
     """The nonlinearity between layers. BNN uses hardtanh: its sign STE then sees values in [-1, 1]; DoReFa's
-    AlexNet clips to [0, 1] (clip01)."""
+    AlexNet clips to [0, 1] (clip01); Darknet's nets use a leaky ReLU of slope 0.1 (leaky)."""
     table = {"relu": nn.ReLU, "hardtanh": nn.Hardtanh, "identity": nn.Identity,
-             "clip01": lambda: nn.Hardtanh(0.0, 1.0)}
+             "clip01": lambda: nn.Hardtanh(0.0, 1.0), "leaky": lambda: nn.LeakyReLU(0.1)}
     if name not in table:
         raise UserError(f"unknown activation {name!r}; valid: {choices(table)}")
     return table[name]()
