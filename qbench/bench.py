@@ -145,6 +145,8 @@ def measure(method: str, model: str, batch: int, steps: int, warmup: int, device
         loss = loss_fn(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for cb in callbacks:
+            cb.on_before_optimizer_step(_T)
         opt.step()
         for cb in callbacks:
             cb.on_after_optimizer_step(_T)

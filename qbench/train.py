@@ -189,6 +189,7 @@ class Trainer:
         loss = self.loss_fn(out.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._hook("on_before_optimizer_step")
         self.optimizer.step()
         return loss, out
 

@@ -223,12 +223,32 @@ def test_xnor_code_grad_scale_multiplies_eq7_by_n_times_one_minus_one_over_c_in(
     with torch.no_grad():
         model[0].weight.copy_(torch.tensor([[0.5, -0.25, 2.0, -0.1]]))
         model[1].weight.fill_(1.0)
-    cb = XnorCodeGradScale()
-    cb.on_train_start(_Trainer(model))
-    cb.on_train_start(_Trainer(model))  # a second start (a resume) does not stack the factor
     model(torch.ones(1, 4)).sum().backward()
+    XnorCodeGradScale().on_before_optimizer_step(_Trainer(model))  # the trainer calls it between backward and step
     alpha = (0.5 + 0.25 + 2.0 + 0.1) / 4  # dC/dW~_i = x_i = 1; n = c_in = 4: factor 4 * (1 - 1/4) = 3
     expected = 3 * torch.tensor([[0.25 + alpha, 0.25 + alpha, 0.25, 0.25 + alpha]])
     assert torch.allclose(model[0].weight.grad, expected)
     assert torch.equal(model[1].weight.grad, torch.tensor([[0.0]]))  # float layer: sum(alpha*sign) = 0, unscaled
     assert XnorCodeGradScale.factor(torch.empty(256, 96, 5, 5)) == 96 * 25 * (1 - 1 / 96)
+
+
+def test_the_trainer_scales_the_gradient_between_backward_and_step(tmp_path, data_root):
+    """One plain-SGD step of BWN with and without XnorCodeGradScale: the binarized layer (8x8, factor
+    8 * (1 - 1/8) = 7) moves exactly 7x as far; the float first and last layers move the same."""
+    from qbench.config import compose
+    from qbench.train import Trainer
+    base = ["method=bwn", "model=mlp", "model.hidden=[8,8]", "dataset=mnist", f"data.root={data_root}",
+            "data.subset=100", "data.val_subset=100", "trainer.batch_size=100", "trainer.epochs=1",
+            "trainer.device=cpu", "trainer.progress=false", "optim=sgd", "optim.momentum=0", "optim.weight_decay=0",
+            "optim.lr=0.01", "sched=constant", "method.callbacks.clip_weights=null"]
+    moved = []
+    for extra in ([], ["++method.callbacks.g={_target_:qbench.methods.XnorCodeGradScale}"]):
+        t = Trainer(compose(base + extra), tmp_path / str(len(extra)))
+        before = [p.detach().clone() for p in t.model.parameters()]
+        t.fit()
+        moved.append([(p.detach() - b) for p, b in zip(t.model.parameters(), before)])
+    linear = [i for i, p in enumerate(t.model.parameters()) if p.dim() == 2]
+    first, middle, last = linear
+    assert torch.allclose(moved[1][middle], 7 * moved[0][middle], rtol=1e-3, atol=1e-6)  # float32 differences
+    assert moved[0][middle].abs().sum() > 0
+    assert torch.equal(moved[1][first], moved[0][first]) and torch.equal(moved[1][last], moved[0][last])

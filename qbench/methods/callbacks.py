@@ -3,7 +3,8 @@
 Hooks (all optional): ``setup(model)`` (once the method has quantized the model; a schedule that depends on
 the model's layers sizes itself here and raises ValueError for a model it cannot run), ``param_groups(model, lr)``, ``lr_restarts() -> epochs that start a new schedule``,
 ``on_train_start(trainer)``, ``on_epoch_start(trainer, epoch)``, ``on_train_batch_start(trainer, step)``,
-``on_after_optimizer_step(trainer)``, ``on_epoch_end(trainer, epoch) -> dict of scalars to log``.
+``on_before_optimizer_step(trainer)`` (the gradients are complete, across ranks too), ``on_after_optimizer_step(trainer)``,
+``on_epoch_end(trainer, epoch) -> dict of scalars to log``.
 State that must survive a resume goes through ``state_dict`` / ``load_state_dict`` (plain data and tensors).
 """
 from __future__ import annotations
@@ -47,6 +48,8 @@ class Callback:
     def on_epoch_start(self, trainer, epoch: int) -> None: ...
 
     def on_train_batch_start(self, trainer, step: int) -> None: ...
+
+    def on_before_optimizer_step(self, trainer) -> None: ...
 
     def on_after_optimizer_step(self, trainer) -> None: ...
 
@@ -104,26 +107,16 @@ class XnorCodeGradScale(Callback):
     factor, which the paper's text does not have. Under SGD it multiplies those layers' step (about 2400x for
     AlexNet's conv2); under Adam it mainly shrinks the weight decay relative to the gradient."""
 
-    def __init__(self):
-        self._handles = []
-
     @staticmethod
     def factor(w: torch.Tensor) -> float:
         n = w[0].numel()
         return n * (1.0 - 1.0 / w.shape[1])
 
-    def on_train_start(self, trainer) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-        for _, w in quantized_weights(trainer.model):
-            self._handles.append(w.register_post_accumulate_grad_hook(_scale_grad(self.factor(w))))
-
-
-def _scale_grad(factor: float):
-    def hook(p: torch.Tensor) -> None:
-        p.grad.mul_(factor)
-    return hook
+    def on_before_optimizer_step(self, trainer) -> None:
+        with torch.no_grad():
+            for _, w in quantized_weights(trainer.model):
+                if w.grad is not None:
+                    w.grad.mul_(self.factor(w))
 
 
 class GlorotLRScale(Callback):
