@@ -85,7 +85,7 @@ def test_vgg_small_layout():
 
 @pytest.mark.parametrize("overrides,message", [
     (["method=xnor_magic"], "unknown method 'xnor_magic'; valid: binaryconnect, "),
-    (["model=resnet19"], "unknown model 'resnet19'; valid: alexnet_bn, binarydensenet28"),
+    (["model=resnet19"], "unknown model 'resnet19'; valid: alexnet_bn, alexnet_dorefa, binarydensenet28"),
     (["method=fp,bnn,nope"], "unknown method 'nope'"),
     (["trainer.epoch=3"], "unknown config key 'trainer.epoch'; keys under 'trainer': amp, batch_size"),
     (["method=qat", "method.quant_delay=-2"], "quant_delay must be a whole number of epochs >= 0, got -2"),
@@ -108,7 +108,7 @@ def test_vgg_small_layout():
     (["sched=regimes", "sched.regimes=[{from:0,lr:0}]"], "needs lr > 0"),
     (["trainer.steps_per_epoch=0"], "trainer.steps_per_epoch=0 is invalid; allowed: an integer >= 1 or null"),
     (["model=mlp", "model.hidden=abc"], "model 'mlp' cannot be built from its settings"),
-    (["model=vgg_small", "model.activation=swish"], "unknown activation 'swish' (model.activation); valid: hardtanh"),
+    (["model=vgg_small", "model.activation=swish"], "unknown activation 'swish' (model.activation); valid: clip01, hardtanh"),
     (["dataset.augment.crop_padding=-3"], "dataset.augment.crop_padding=-3 is invalid"),
     (["dataset=imagenet", "dataset.augment.resize=100"], "dataset.augment.resize=100 is invalid; allowed: null"),
     (["dataset=imagenet", "dataset.augment.resize=[480,256]"], "dataset.augment.resize=[480, 256] is invalid"),
