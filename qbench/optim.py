@@ -23,12 +23,12 @@ class Regimes(torch.optim.lr_scheduler.LRScheduler):
     """Torch-era "regimes" (soumith/imagenet-multiGPU.torch's ``paramsForEpoch``, which XNOR-Net's code keeps):
     a table of rows ``{from: epoch, lr: factor, weight_decay: value}``. From epoch ``from`` on (epochs completed,
     0 = the start) the learning rate is optim.lr x ``lr`` and every group's weight decay is ``weight_decay``
-    (null: left as it is). Rows are sorted by ``from``; the first starts at 0."""
+    (null: left as it is). Rows come in order of ``from``; the first starts at 0."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, regimes, last_epoch: int = -1):
-        rows = [dict(r) for r in regimes] if isinstance(regimes, (list, tuple)) else None
-        if not rows or any(set(r) - {"from", "lr", "weight_decay"} or "from" not in r or "lr" not in r
-                           for r in rows):
+        rows = [dict(r) for r in regimes if isinstance(r, dict)] if isinstance(regimes, (list, tuple)) else []
+        if not rows or len(rows) != len(regimes) or any(
+                set(r) - {"from", "lr", "weight_decay"} or "from" not in r or "lr" not in r for r in rows):
             raise ValueError(f"regimes must be a list of {{from: epoch, lr: factor, weight_decay: value|null}}, "
                              f"got {regimes!r}")
         starts = [r["from"] for r in rows]

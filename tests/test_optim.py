@@ -52,7 +52,7 @@ def test_regimes_survive_a_resume():
     assert _trace(opt2, sched2, 2) == [(0.001, 0.0), (0.001, 0.0)]
 
 
-@pytest.mark.parametrize("regimes", [[], [{"from": 0}], [{"from": 0, "lr": 1.0, "decay": 1}],
+@pytest.mark.parametrize("regimes", [[], [5], [{"from": 0}], [{"from": 0, "lr": 1.0, "decay": 1}],
                                      [{"from": 0, "lr": 1.0}, {"from": 0, "lr": 0.5}]])
 def test_bad_regimes_name_the_table(regimes):
     with pytest.raises(ValueError, match="regime"):
