@@ -55,6 +55,40 @@ def test_binaryconnect_stoch_values_gradient_and_probability():
     assert abs(frac[4].item() - 0.75) < 0.01
 
 
+def test_binaryconnect_stoch_tests_with_the_real_valued_weights():
+    # BC section 2.6 / binary_connect.py: stochastic BinaryConnect's test-time weights are w itself
+    assert torch.equal(binaryconnect(X, "stoch", training=False), X)
+    assert torch.equal(binaryconnect(X, "det", training=False), sign(X))  # det: the binary weights
+
+
+def test_layer_tells_a_training_aware_quantizer_its_mode():
+    from qbench.nn.layers import QLinear
+
+    layer = QLinear(3, 2, bias=False, weight_quantizer=get_quantizer("binaryconnect", mode="stoch"))
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.2, -0.5, 0.9], [-0.1, 0.3, -0.7]]))
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    layer.eval()
+    assert torch.allclose(layer(x), x @ layer.weight.t())  # the real-valued weights
+    layer.train()
+    torch.manual_seed(0)
+    assert set(layer.quantized_weight().unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_bnn_stochastic_activations_eq2_at_train_time_sign_at_test_time():
+    # +1 with probability hard_sigmoid(x): 0 for x <= -1, 0.25 at -0.5, 0.5 at 0, 0.9 at 0.8, 1 for x >= 1
+    x = torch.tensor([-1.0, -0.5, 0.0, 0.8, 1.0]).repeat(40000, 1)
+    torch.manual_seed(0)
+    frac = (quant.binarize(x, stochastic=True) > 0).float().mean(0)
+    assert frac[0] == 0 and frac[4] == 1
+    assert torch.allclose(frac[1:4], torch.tensor([0.25, 0.5, 0.9]), atol=0.01)
+    assert torch.equal(quant.binarize(X, stochastic=True, training=False), sign(X))
+    # the STE is BNN eq. 4's in both modes: 1[|x| <= 1]
+    assert torch.equal(grad_of(lambda x: quant.binarize(x, stochastic=True)), torch.tensor([0.0, 2, 3, 4, 5, 6, 0]))
+    with pytest.raises(ValueError, match="ste='clip'"):
+        quant.binarize(X, ste="approxsign", stochastic=True)
+
+
 def test_stochastic_binarize_reproducible_with_generator():
     w = torch.randn(1000)
     a = stochastic_binarize(w, torch.Generator().manual_seed(5))

@@ -6,11 +6,14 @@ identity in the forward pass and quantizes the gradient flowing back (DoReFa's g
 real-valued ``weight`` stays the parameter the optimizer updates (BinaryConnect Algorithm 1). With both
 quantizers None the layer computes exactly what the full-precision layer computes. Under bf16 autocast a layer
 computes in bf16 only where its quantized values are exact in bf16 (+-1, WAGE grids, fixed point), else in
-float32 (``qbench.quant.registry.exact_in_bf16``).
+float32 (``qbench.quant.registry.exact_in_bf16``). A quantizer whose function takes ``training`` is told whether
+the layer is training: stochastic binarization is a train-time rule (BinaryConnect's code tests stochastic nets
+with the real-valued weights; BNN samples activations at train time only).
 """
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable
 
 import torch
@@ -18,6 +21,20 @@ import torch.nn.functional as F
 from torch import nn
 
 Quantizer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def takes_training(q: Quantizer | None) -> bool:
+    """Whether ``q`` (a function or partial, not a module: a module knows its own mode) accepts ``training``."""
+    if q is None or isinstance(q, nn.Module):
+        return False
+    try:
+        return "training" in inspect.signature(q).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def call_quantizer(q: Quantizer, x: torch.Tensor, training: bool) -> torch.Tensor:
+    return q(x, training=training) if takes_training(q) else q(x)
 
 
 def describe_quantizer(q: Quantizer | None) -> str:
@@ -60,16 +77,18 @@ class _QuantizedMixin:
 
     def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.input_quantizer is not None:
-            x = self.input_quantizer(x)
+            x = call_quantizer(self.input_quantizer, x, self.training)
         if "input_dropout" in self._modules:
             x = self._modules["input_dropout"](x)
-        w = self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        w = self.weight if self.weight_quantizer is None else call_quantizer(self.weight_quantizer, self.weight,
+                                                                             self.training)
         return x, w
 
     def quantized_weight(self) -> torch.Tensor:
         """The weight the forward pass uses (for inspection and tests)."""
         with torch.no_grad():
-            return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+            return self.weight if self.weight_quantizer is None else call_quantizer(self.weight_quantizer, self.weight,
+                                                                                    self.training)
 
     def _scale(self, x: torch.Tensor):
         """The input scale is computed from the real-valued input, before it is quantized."""

@@ -36,21 +36,31 @@ def ste_sign(x: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
     forward:  q = sign(x)
     backward: dq/dx = 1 if |x| <= clip else 0   (the gradient is cancelled where x saturates)
     """
-    # the surrogate equals x and has gradient 1[|x| <= clip], boundary included (clamp's would be 0 there)
-    return straight_through(sign(x), torch.where(x.abs() <= clip, x, x.detach()))
+    return straight_through(sign(x), _saturated_identity(x, clip))
 
 
-def binaryconnect(w: torch.Tensor, mode: str = "det", generator: torch.Generator | None = None) -> torch.Tensor:
+def _saturated_identity(x: torch.Tensor, clip: float) -> torch.Tensor:
+    """Equals x; its gradient is 1[|x| <= clip], boundary included (clamp's would be 0 there)."""
+    return torch.where(x.abs() <= clip, x, x.detach())
+
+
+def binaryconnect(w: torch.Tensor, mode: str = "det", generator: torch.Generator | None = None,
+                  training: bool = True) -> torch.Tensor:
     """BinaryConnect weight binarization (Courbariaux et al. 2015, eq. 1 det / eq. 2 stoch).
 
     forward:  w_b = sign(w)                      (mode="det")
-              w_b = +1 w.p. hard_sigmoid(w), -1   (mode="stoch")
+              w_b = +1 w.p. hard_sigmoid(w), -1   (mode="stoch", training)
+              w_b = w                             (mode="stoch", test time: section 2.6's second method, the
+                                                   real-valued weights, as binary_connect.py's
+                                                   ``binarization(deterministic=True, stochastic=True)``)
     backward: dC/dw = dC/dw_b  (identity; Algorithm 1 updates the real-valued w with the gradient of w_b,
               and keeps w in [-1, 1] by clipping after the update -- see ``ClipWeights``)
     """
     if mode == "det":
         wb = sign(w)
     elif mode == "stoch":
+        if not training:
+            return w
         wb = stochastic_binarize(w, generator)
     else:
         raise ValueError(f"binaryconnect mode must be 'det' or 'stoch', got {mode!r}")
@@ -81,13 +91,16 @@ def approx_sign(x: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
     return straight_through(sign(x), torch.where(inside, surrogate, surrogate.detach()))
 
 
-def binarize(x: torch.Tensor, ste: str = "clip", clip: float = 1.0, scaling: str = "none") -> torch.Tensor:
+def binarize(x: torch.Tensor, ste: str = "clip", clip: float = 1.0, scaling: str = "none",
+             stochastic: bool | None = False, training: bool = True) -> torch.Tensor:
     """A binary quantizer assembled from the choices "Back to Simplicity" compares:
 
     ste="clip":       sign with the clipped-identity STE 1[|x| <= clip] (eq. 2; BNN's with clip = 1)
     ste="approxsign": sign with the ApproxSign gradient (eq. 3)
     scaling="channel": multiply by mean|x| per output channel (held constant), as XNOR-Net's alpha;
     scaling="none":    plain +-1 (the paper finds scaling unneeded when batch norm follows)
+    stochastic=True:  BNN eq. 2 at train time (+1 w.p. hard_sigmoid(x)), with the clipped-identity STE; sign at
+                      test time ("with the exception of activations at train-time", BNN section 1.1); None: False
     """
     if ste not in ("clip", "approxsign"):
         raise ValueError(f"ste must be 'clip' or 'approxsign', got {ste!r}")
@@ -95,7 +108,14 @@ def binarize(x: torch.Tensor, ste: str = "clip", clip: float = 1.0, scaling: str
         raise ValueError(f"scaling must be 'none' or 'channel', got {scaling!r}")
     if not clip > 0:
         raise ValueError(f"clip_threshold must be > 0, got {clip}")
-    q = ste_sign(x, clip) if ste == "clip" else approx_sign(x, clip)
+    if stochastic is not None and not isinstance(stochastic, bool):
+        raise ValueError(f"stochastic_activations must be true or false, got {stochastic!r}")
+    if stochastic and ste != "clip":
+        raise ValueError(f"stochastic binarization takes ste='clip' (BNN's), got {ste!r}")
+    if stochastic and training:
+        q = straight_through(stochastic_binarize(x), _saturated_identity(x, clip))
+    else:
+        q = ste_sign(x, clip) if ste == "clip" else approx_sign(x, clip)
     if scaling == "channel":
         dims = tuple(range(1, x.dim()))
         q = q * (x.abs().mean(dim=dims, keepdim=True) if dims else x.abs().mean()).detach()
