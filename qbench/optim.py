@@ -8,6 +8,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from qbench.quant.shift import ap2
+
 
 def exponential_decay(optimizer: torch.optim.Optimizer, final_lr: float, epochs: int):
     """BinaryConnect / BNN code: lr_e = lr_0 * gamma^e with gamma = (final_lr / lr_0)^(1 / epochs)."""
@@ -85,3 +87,40 @@ class WAGEGradientDescent(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is not None:
                     p.sub_(wage_gradient(p.grad, group["bits_g"], group["lr"])).clamp_(-self.bound, self.bound)
+
+
+class ShiftAdaMax(torch.optim.Optimizer):
+    """BNN's shift-based AdaMax (Algorithm 4), as the authors' Torch7 ``adaMax_binary_clip_shift`` computes it:
+
+        m_t = beta1 m_{t-1} + (1 - beta1) g_t
+        v_t = AP2(max(beta2 v_{t-1}, |g_t|)) + eps          (kept shifted, as the code keeps it)
+        theta_t = theta_{t-1} - AP2(lr / (1 - beta1^t)) * (m_t / v_t) * lr_scale
+
+    AP2 is ``qbench.quant.ap2``: every factor is a power of two, so the update is shifts in hardware. A group's
+    ``lr_scale`` (the Glorot scale of ``GlorotLRScale``) multiplies after the shift, as the code's per-weight
+    learning-rate vector does. No weight decay; clipping is ``ClipWeights``'s."""
+
+    def __init__(self, params, lr: float = 2.0 ** -6, betas=(0.9, 0.999), eps: float = 2.0 ** -27):
+        if not lr > 0:
+            raise ValueError(f"shift-based AdaMax needs lr > 0, got {lr}")
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            (b1, b2), scale = group["betas"], group.get("lr_scale", 1.0)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"], st["m"], st["v"] = 0, torch.zeros_like(p), torch.zeros_like(p)
+                st["step"] += 1
+                g, m, v = p.grad, st["m"], st["v"]
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                torch.maximum(v.mul_(b2), g.abs(), out=v)
+                v.copy_(ap2(v)).add_(group["eps"])
+                shift = 2.0 ** round(math.log2(group["lr"] / scale / (1 - b1 ** st["step"])))
+                p.addcdiv_(m, v, value=-shift * scale)
+        return loss

@@ -62,6 +62,8 @@ def test_clip_weights_touches_only_quantized_weights():
     assert model[1].weight.max() == 1.0  # first layer: binarized -> clipped
     assert model[4].weight.max() == 3.0  # last layer kept FP -> untouched
     assert model[2].weight.max() == 3.0  # batch norm -> untouched
+    ClipWeights(1.0, all_parameters=True).on_after_optimizer_step(t)  # BNN's Torch7 CIFAR-10 model
+    assert all(p.max() == 1.0 for p in model.parameters())
 
 
 def test_glorot_lr_scale_matches_bc_code():
@@ -73,6 +75,9 @@ def test_glorot_lr_scale_matches_bc_code():
     assert groups[-1]["lr"] == 0.001
     n = sum(len(g["params"]) for g in groups)
     assert n == len(list(model.parameters()))
+    # BNN's Torch7 conv models: 1/H = sqrt(1808 / 1.5) = 34.7 -> AP2 -> 32
+    shifted = GlorotLRScale(power_of_two=True).param_groups(model, lr=0.001)
+    assert shifted[0]["lr_scale"] == 32.0 and abs(shifted[0]["lr"] - 0.032) < 1e-12
 
 
 @pytest.mark.parametrize("method", ["binaryconnect", "bnn"])

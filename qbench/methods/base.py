@@ -18,6 +18,7 @@ from qbench.methods.policy import (BLOCK_ORDERS, LayerRow, apply_layer_policy, d
                                    xnor_block_order)
 from qbench.models import create_model
 from qbench.nn.bn_fold import conv_bn_pairs, fold_batch_norms
+from qbench.nn.shift_bn import shift_batch_norms
 from qbench.quant import get_quantizer
 
 
@@ -35,6 +36,7 @@ class Method:
     init: str | None = None  # a finished full-precision run whose weights the model starts from
     weight_init: object = None  # the method's own initialization of its quantized layers' weights (WAGE eq. 5)
     block_order: str = "model"  # "xnor": pools moved right after binary convs (XNOR-Net Table 3b)
+    batch_norm: str = "standard"  # "shift": BNN Algorithm 3 for every hidden batch norm (its Torch7 models)
     callbacks: list[Callback] = field(default_factory=list)
 
     def apply(self, model: torch.nn.Module) -> list[LayerRow]:
@@ -48,6 +50,8 @@ class Method:
         fold_batch_norms(model, pairs)
         reordered = set(xnor_block_order(model)) if self.block_order == "xnor" else set()
         dropped = set(dropout_after_quantizer(model))
+        if self.batch_norm == "shift":
+            shift_batch_norms(model)
         if self.weight_init is not None and not self.init:
             for m in model.modules():
                 if getattr(m, "weight_quantizer", None) is not None:
@@ -114,8 +118,18 @@ def build_method(cfg: DictConfig) -> Method:
         init=cfg.get("init"),
         weight_init=_quantizer(cfg.get("weight_init"), "method.weight_init"),
         block_order=_block_order(cfg.get("block_order", "model")),
+        batch_norm=_batch_norm(cfg.get("batch_norm") or "standard"),
         callbacks=callbacks,
     )
+
+
+BATCH_NORMS = ("standard", "shift")
+
+
+def _batch_norm(value) -> str:
+    if value not in BATCH_NORMS:
+        raise UserError(f"method.batch_norm={value!r} is invalid; valid: {', '.join(BATCH_NORMS)}")
+    return value
 
 
 def _block_order(value) -> str:

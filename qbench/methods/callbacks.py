@@ -66,15 +66,18 @@ class ClipWeights(Callback):
     """BinaryConnect Algorithm 1 / BNN Algorithm 1: after each update, w <- clip(w, -bound, bound).
 
     Without it the real-valued weights of binarized layers drift far from 0 and stop changing sign.
-    Applies only to weights that have a weight quantizer.
+    Applies only to weights that have a weight quantizer, or with ``all_parameters`` to every parameter (BNN's
+    Torch7 CIFAR-10 model clips its biases and batch norms' gamma and beta too: ``clipvector:fill(1)``).
     """
 
-    def __init__(self, bound: float = 1.0):
-        self.bound = float(bound)
+    def __init__(self, bound: float = 1.0, all_parameters: bool = False):
+        self.bound, self.all_parameters = float(bound), bool(all_parameters)
 
     def on_after_optimizer_step(self, trainer) -> None:
         with torch.no_grad():
-            for _, w in quantized_weights(trainer.model):
+            params = (trainer.model.parameters() if self.all_parameters
+                      else (w for _, w in quantized_weights(trainer.model)))
+            for w in params:
                 w.clamp_(-self.bound, self.bound)
 
 
@@ -124,14 +127,19 @@ class GlorotLRScale(Callback):
     multiplied by 1/H with H = sqrt(1.5 / (fan_in + fan_out)) (Glorot & Bengio's uniform init bound).
 
     Binary weights live in [-1, 1] rather than at the layer's init scale, so their steps are scaled up to
-    match. Other parameters keep the base learning rate.
+    match. Other parameters keep the base learning rate. ``power_of_two``: 1/H rounded to the nearest power of
+    two, as BNN's Torch7 conv models do (AP2, so that the step stays a shift).
     """
+
+    def __init__(self, power_of_two: bool = False):
+        self.power_of_two = bool(power_of_two)
 
     def param_groups(self, model: nn.Module, lr: float) -> list[dict]:
         scaled, ids = [], set()
         for m, w in quantized_weights(model):
             fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
             scale = 1.0 / math.sqrt(1.5 / (fan_in + fan_out))
+            scale = 2.0 ** round(math.log2(scale)) if self.power_of_two else scale
             scaled.append({"params": [w], "lr": lr * scale, "lr_scale": scale})
             ids.add(id(w))
         rest = [p for p in model.parameters() if id(p) not in ids]

@@ -2,5 +2,7 @@
 from qbench.nn.fake_quant import FakeQuant, FixedPoint
 from qbench.nn.layers import QConv2d, QLinear, describe_quantizer, is_quantized
 from qbench.nn.partial import FrozenWeights, Gated, StochasticQuantizer
+from qbench.nn.shift_bn import ShiftBatchNorm, shift_batch_norms
 
-__all__ = ["FakeQuant", "FixedPoint", "FrozenWeights", "Gated", "StochasticQuantizer", "QConv2d", "QLinear", "describe_quantizer", "is_quantized"]
+__all__ = ["FakeQuant", "FixedPoint", "FrozenWeights", "Gated", "StochasticQuantizer", "QConv2d", "QLinear", "ShiftBatchNorm",
+           "describe_quantizer", "is_quantized", "shift_batch_norms"]

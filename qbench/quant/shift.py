@@ -1,0 +1,15 @@
+"""BNN's shift-based arithmetic (Hubara et al. 2016, section 1.3 and Algorithms 3-4).
+
+    AP2(x) = sign(x) * 2^round(log2 |x|)        (the power of two nearest to x in log scale; AP2(0) = 0)
+
+so that a multiplication by AP2(y) is a binary shift ("<<>>" in the paper). Used by shift-based batch
+normalization (``qbench.nn.ShiftBatchNorm``) and shift-based AdaMax (``qbench.optim.ShiftAdaMax``).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def ap2(x: torch.Tensor) -> torch.Tensor:
+    """AP2(x) = sign(x) 2^round(log2|x|); 0 stays 0. No gradient of its own: the callers say what passes."""
+    return torch.sign(x) * torch.exp2(torch.round(torch.log2(x.abs())))
