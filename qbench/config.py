@@ -207,6 +207,15 @@ def validate(cfg: DictConfig) -> None:
     if milestones is not None and (not isinstance(milestones, (list, ListConfig)) or not all(
             isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones)):
         raise UserError(f"sched.milestones={milestones!r} is invalid; allowed: a list of epochs >= 1, e.g. [80,120]")
+    zca = cfg.dataset.get("zca")
+    if zca is not None and (isinstance(zca, bool) or not isinstance(zca, (int, float)) or not zca > 0
+                            or cfg.dataset.name == "imagenet"):
+        raise UserError(f"dataset.zca={zca!r} is invalid; valid: null (no whitening) or ZCA's eigenvalue offset "
+                        "eps, a number > 0 (Torch7 unsup.zca_whiten's: 1e-5), for a dataset held in memory (not "
+                        "imagenet)")
+    step = cfg.sched.get("step_size")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 1):
+        raise UserError(f"sched.step_size={step!r} is invalid; allowed: an integer >= 1 (epochs)")
     aug = cfg.dataset.augment
     if not isinstance(aug.crop_padding, int) or isinstance(aug.crop_padding, bool) or aug.crop_padding < 0:
         raise UserError(f"dataset.augment.crop_padding={aug.crop_padding!r} is invalid; allowed: an integer >= 0")

@@ -116,6 +116,12 @@ def test_vgg_small_layout():
     (["method=qat", "method.fold_bn=true", "model=mlp"], "has no conv -> batch-norm pair"),
     (["method=qat", "method.freeze_bn_after=-1"], "freeze_bn_after must be a whole number"),
     (["method=qat", "method.w_bits=1"], "bit width must be an integer from 2 to 32, got 1"),
+    (["method=bnn", "method.batch_norm=sbn"], "method.batch_norm='sbn' is invalid; valid: standard, shift"),
+    (["method=bnn", "method.stochastic_activations=maybe"], "stochastic_activations must be true or false, got 'maybe'"),
+    (["dataset.zca=-1"], "dataset.zca=-1 is invalid; valid: null (no whitening) or ZCA's eigenvalue offset"),
+    (["dataset.zca=true"], "dataset.zca=True is invalid; valid: null"),
+    (["sched=step", "sched.step_size=0"], "sched.step_size=0 is invalid; allowed: an integer >= 1"),
+    (["optim=shift_adamax", "optim.lr=-1"], "optim.lr=-1"),
 ])
 def test_bad_overrides_are_one_line_errors(overrides, message, data_root):
     with pytest.raises(UserError) as e:

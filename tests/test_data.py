@@ -264,3 +264,39 @@ def test_download_goes_through_torchvision_into_its_layout(tmp_path, monkeypatch
     x, y, _ = load_split("mnist", tmp_path / "fresh", "train", 1, allow_download=True)
     assert calls == [(str(tmp_path / "fresh"), True, True), (str(tmp_path / "fresh"), False, True)]
     assert x.shape == (8, 1, 28, 28) and y.tolist() == list(range(8))
+
+
+def test_zca_matrix_by_hand():
+    from qbench.data.whiten import zca_fit
+
+    x = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    # mean 0; X^T X / (N - 1) = diag(8, 2) / 3; P = diag(1 / sqrt(8/3 + eps), 1 / sqrt(2/3 + eps))
+    mu, p = zca_fit(x, eps=1e-5)
+    assert torch.equal(mu, torch.zeros(2, dtype=torch.float64))
+    assert torch.allclose(p, torch.diag(torch.tensor([8 / 3 + 1e-5, 2 / 3 + 1e-5], dtype=torch.float64).rsqrt()))
+    # a rotated, correlated cloud: P is symmetric (ZCA, not PCA) and whitens it
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(5000, 3, generator=g, dtype=torch.float64) @ torch.tensor(
+        [[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]], dtype=torch.float64) + 3
+    mu, p = zca_fit(y, eps=1e-12)
+    white = (y - mu) @ p
+    assert torch.allclose(p, p.t()) and torch.allclose(white.t() @ white / 4999, torch.eye(3, dtype=torch.float64),
+                                                       atol=1e-9)
+    with pytest.raises(ValueError, match="must be > 0"):
+        zca_fit(x, eps=0)
+
+
+def test_zca_whitened_images_from_the_training_split(data_root):
+    from qbench.data.whiten import zca_apply, zca_fit
+
+    over = [f"data.root={data_root}", "data.subset=300", "data.val_subset=50", "trainer.batch_size=300",
+            "trainer.eval_batch_size=50", "dataset.augment.crop_padding=0", "dataset.augment.hflip=false"]
+    data = build_data(compose(["dataset=mnist", "dataset.zca=1e-5", *over]), torch.device("cpu"), seed=0)
+    (x, _), (v, _) = next(iter(data.train)), next(iter(data.val))
+    images, _, _ = load_split("mnist", data_root, "train", 1)
+    keep = fixed_subset(len(images), 300)
+    mu, p = zca_fit(images[keep].reshape(300, -1).double() / 255, 1e-5)
+    test, _, _ = load_split("mnist", data_root, "test", 1)
+    assert torch.allclose(v, zca_apply(test[fixed_subset(len(test), 50)], mu, p), atol=1e-5)  # the train split's P
+    flat = x.flatten(1).double()
+    assert flat.mean(0).abs().max() < 1e-4  # centred on the training split's mean (the batch is the whole split)

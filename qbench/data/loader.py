@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from qbench.data.augment import random_crop, random_hflip
 from qbench.data.sources import load_split, locate
+from qbench.data.whiten import zca_apply, zca_fit
 from qbench.errors import UserError
 
 
@@ -32,7 +33,8 @@ def fixed_subset(n_total: int, n: int | None) -> torch.Tensor | None:
 
 
 class TensorLoader:
-    """Batches of a uint8 image tensor held on ``device``. Each epoch draws its order from ``generator``."""
+    """Batches of an image tensor held on ``device``: uint8 (scaled to [0, 1], then normalised by mean / std) or
+    already preprocessed float (ZCA-whitened). Each epoch draws its order from ``generator``."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std,
                  train: bool, crop_padding: int = 0, hflip: bool = False, generator: torch.Generator | None = None):
@@ -58,7 +60,9 @@ class TensorLoader:
                  else torch.arange(n, device=self.images.device))
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = self.images[idx].float().div_(255)
+            x = self.images[idx].float()
+            if self.images.dtype == torch.uint8:
+                x = x.div_(255)
             if self.train:
                 x = random_crop(x, self.crop_padding, self.generator)
                 if self.hflip:
@@ -171,7 +175,8 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
                            dc.workers, torch.Generator().manual_seed(0), device, subset=dc.val_subset)
         return Data(_steps(train, cfg), val, ds.in_channels, ds.num_classes, ds.image_size, generator)
 
-    loaders = {}
+    loaders, zca, whitening = {}, ds.get("zca"), None  # zca: checked by qbench.config.validate
+    mean, std = (ds.mean, ds.std) if not zca else ([0.0] * ds.in_channels, [1.0] * ds.in_channels)
     for split, subset in (("train", dc.subset), ("test", dc.val_subset)):
         images, labels, classes = load_split(ds.name, root, split, ds.in_channels, bool(dc.download))
         if split == "train" and ds.get("extra"):  # SVHN's extra split joins the training set
@@ -185,9 +190,13 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
         if keep is not None:
             images, labels = images[keep], labels[keep]
         train = split == "train"
+        images = images.to(device)
+        if zca:  # mu and P from the training split (as used: after data.subset), applied to both
+            whitening = whitening or zca_fit(images.reshape(len(images), -1).double() / 255, float(zca))
+            images = zca_apply(images, *whitening)
         loaders[split] = TensorLoader(
-            images.to(device), labels.to(device), bs if train else int(cfg.trainer.eval_batch_size),
-            ds.mean, ds.std, train, crop_padding=ds.augment.crop_padding if train else 0,
+            images, labels.to(device), bs if train else int(cfg.trainer.eval_batch_size),
+            mean, std, train, crop_padding=ds.augment.crop_padding if train else 0,
             hflip=bool(ds.augment.hflip) if train else False, generator=generator if train else None)
     return Data(_steps(loaders["train"], cfg), loaders["test"], ds.in_channels, ds.num_classes, ds.image_size,
                 generator)
