@@ -213,6 +213,11 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"dataset.zca={zca!r} is invalid; valid: null (no whitening) or ZCA's eigenvalue offset "
                         "eps, a number > 0 (Torch7 unsup.zca_whiten's: 1e-5), for a dataset held in memory (not "
                         "imagenet)")
+    gcn = cfg.dataset.get("gcn")
+    if gcn is not None and (isinstance(gcn, bool) or not isinstance(gcn, (int, float)) or not gcn > 0
+                            or cfg.dataset.name == "imagenet"):
+        raise UserError(f"dataset.gcn={gcn!r} is invalid; valid: null or the norm each image is scaled to, a number "
+                        "> 0 (pylearn2's CIFAR-10: 55), for a dataset held in memory (not imagenet)")
     step = cfg.sched.get("step_size")
     if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 1):
         raise UserError(f"sched.step_size={step!r} is invalid; allowed: an integer >= 1 (epochs)")

@@ -282,21 +282,35 @@ def test_zca_matrix_by_hand():
     white = (y - mu) @ p
     assert torch.allclose(p, p.t()) and torch.allclose(white.t() @ white / 4999, torch.eye(3, dtype=torch.float64),
                                                        atol=1e-9)
-    with pytest.raises(ValueError, match="must be > 0"):
-        zca_fit(x, eps=0)
 
 
-def test_zca_whitened_images_from_the_training_split(data_root):
-    from qbench.data.whiten import zca_apply, zca_fit
+def test_gcn_by_hand():
+    from qbench.data.whiten import global_contrast_normalize
+
+    x = torch.tensor([[1.0, 2.0, 3.0, 6.0], [5.0, 5.0, 5.0, 5.0]], dtype=torch.float64)
+    # row 1: minus its mean 3 -> [-2, -1, 0, 3], norm sqrt(14); scaled to norm 55. Row 2 is constant: only centred
+    y = global_contrast_normalize(x, 55.0)
+    assert torch.allclose(y[0], torch.tensor([-2.0, -1, 0, 3], dtype=torch.float64) * 55 / 14 ** 0.5)
+    assert torch.equal(y[1], torch.zeros(4, dtype=torch.float64))
+
+
+def test_whitened_images_from_the_training_split(data_root):
+    from qbench.data.whiten import global_contrast_normalize, zca_fit
 
     over = [f"data.root={data_root}", "data.subset=300", "data.val_subset=50", "trainer.batch_size=300",
             "trainer.eval_batch_size=50", "dataset.augment.crop_padding=0", "dataset.augment.hflip=false"]
-    data = build_data(compose(["dataset=mnist", "dataset.zca=1e-5", *over]), torch.device("cpu"), seed=0)
-    (x, _), (v, _) = next(iter(data.train)), next(iter(data.val))
     images, _, _ = load_split("mnist", data_root, "train", 1)
-    keep = fixed_subset(len(images), 300)
-    mu, p = zca_fit(images[keep].reshape(300, -1).double() / 255, 1e-5)
     test, _, _ = load_split("mnist", data_root, "test", 1)
-    assert torch.allclose(v, zca_apply(test[fixed_subset(len(test), 50)], mu, p), atol=1e-5)  # the train split's P
-    flat = x.flatten(1).double()
-    assert flat.mean(0).abs().max() < 1e-4  # centred on the training split's mean (the batch is the whole split)
+    rows = images[fixed_subset(len(images), 300)].reshape(300, -1).double() / 255
+    test_rows = test[fixed_subset(len(test), 50)].reshape(50, -1).double() / 255
+    for gcn in (None, 55.0):
+        extra = ["dataset.zca=1e-5"] + ([f"dataset.gcn={gcn}"] if gcn else [])
+        data = build_data(compose(["dataset=mnist", *extra, *over]), torch.device("cpu"), seed=0)
+        (x, _), (v, _) = next(iter(data.train)), next(iter(data.val))
+        prep = (lambda r: global_contrast_normalize(r, gcn)) if gcn else (lambda r: r)
+        mu, p = zca_fit(prep(rows), 1e-5)  # the training split's, applied to the test split too
+        assert torch.allclose(v.flatten(1).double(), (prep(test_rows) - mu) @ p, atol=1e-4)
+        assert x.flatten(1).double().mean(0).abs().max() < 1e-4  # the batch is the whole training split: centred
+    gcn_only = build_data(compose(["dataset=mnist", "dataset.gcn=55", *over]), torch.device("cpu"), seed=0)
+    assert torch.allclose(next(iter(gcn_only.val))[0].flatten(1).double(), global_contrast_normalize(test_rows, 55),
+                          atol=1e-5)

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from qbench.data.augment import random_crop, random_hflip
 from qbench.data.sources import load_split, locate
-from qbench.data.whiten import zca_apply, zca_fit
+from qbench.data import whiten
 from qbench.errors import UserError
 
 
@@ -175,8 +175,9 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
                            dc.workers, torch.Generator().manual_seed(0), device, subset=dc.val_subset)
         return Data(_steps(train, cfg), val, ds.in_channels, ds.num_classes, ds.image_size, generator)
 
-    loaders, zca, whitening = {}, ds.get("zca"), None  # zca: checked by qbench.config.validate
-    mean, std = (ds.mean, ds.std) if not zca else ([0.0] * ds.in_channels, [1.0] * ds.in_channels)
+    # gcn / zca (checked by qbench.config.validate) replace the mean / std normalization
+    loaders, gcn, zca, whitening = {}, ds.get("gcn"), ds.get("zca"), None
+    mean, std = ([0.0] * ds.in_channels, [1.0] * ds.in_channels) if gcn or zca else (ds.mean, ds.std)
     for split, subset in (("train", dc.subset), ("test", dc.val_subset)):
         images, labels, classes = load_split(ds.name, root, split, ds.in_channels, bool(dc.download))
         if split == "train" and ds.get("extra"):  # SVHN's extra split joins the training set
@@ -192,8 +193,9 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
         train = split == "train"
         images = images.to(device)
         if zca:  # mu and P from the training split (as used: after data.subset), applied to both
-            whitening = whitening or zca_fit(images.reshape(len(images), -1).double() / 255, float(zca))
-            images = zca_apply(images, *whitening)
+            whitening = whitening or whiten.fit(images, gcn, float(zca))
+        if gcn or zca:
+            images = whiten.apply(images, gcn, whitening)
         loaders[split] = TensorLoader(
             images, labels.to(device), bs if train else int(cfg.trainer.eval_batch_size),
             mean, std, train, crop_padding=ds.augment.crop_padding if train else 0,
