@@ -121,7 +121,7 @@ def test_a_figure_cited_from_another_paper_reads_that_papers_runs(tmp_path):
     bc = rows["MNIST LeNet-5 BinaryConnect"]
     assert bc[5] == "98.82 ± 0.03 (n=2) (binaryconnect's row)" and bc[6] == "+0.00"
     assert rows["CIFAR10 VGG-7 BinaryConnect"][5] == "not run (binaryconnect's row)"
-    assert rows["MNIST LeNet-5 BNN"][5] == "no qbench experiment yet"  # BNN's Torch7 column has none
+    assert rows["MNIST LeNet-5 BNN"][5] == "not run (bnn's row)"  # BNN's Torch7 MNIST row, not yet run
     assert "t2_mnist_lenet_5_binaryconnect_acc" not in {f.id for f in select("twn", "T2", None)}
     with pytest.raises(UserError, match="qbench reproduce paper=binaryconnect rows=mnist_w1_a32_stoch_err"):
         select("twn", "T2", ["t2_mnist_lenet_5_binaryconnect_acc"])
