@@ -218,6 +218,11 @@ def validate(cfg: DictConfig) -> None:
                             or cfg.dataset.name == "imagenet"):
         raise UserError(f"dataset.gcn={gcn!r} is invalid; valid: null or the norm each image is scaled to, a number "
                         "> 0 (pylearn2's CIFAR-10: 55), for a dataset held in memory (not imagenet)")
+    lcn = cfg.dataset.get("lcn")
+    if lcn is not None and (isinstance(lcn, bool) or not isinstance(lcn, int) or lcn < 1 or lcn % 2 == 0
+                            or cfg.dataset.name == "imagenet"):
+        raise UserError(f"dataset.lcn={lcn!r} is invalid; valid: null or an odd kernel size (pylearn2's LeCunLCN: 7), "
+                        "for a dataset held in memory (not imagenet)")
     step = cfg.sched.get("step_size")
     if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 1):
         raise UserError(f"sched.step_size={step!r} is invalid; allowed: an integer >= 1 (epochs)")

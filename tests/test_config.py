@@ -121,6 +121,7 @@ def test_vgg_small_layout():
     (["dataset.zca=-1"], "dataset.zca=-1 is invalid; valid: null (no whitening) or ZCA's eigenvalue offset"),
     (["dataset.zca=true"], "dataset.zca=True is invalid; valid: null"),
     (["dataset.gcn=0"], "dataset.gcn=0 is invalid; valid: null or the norm each image is scaled to"),
+    (["dataset.lcn=4"], "dataset.lcn=4 is invalid; valid: null or an odd kernel size"),
     (["sched=step", "sched.step_size=0"], "sched.step_size=0 is invalid; allowed: an integer >= 1"),
     (["optim=shift_adamax", "optim.lr=-1"], "optim.lr=-1"),
 ])

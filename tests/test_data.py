@@ -267,7 +267,7 @@ def test_download_goes_through_torchvision_into_its_layout(tmp_path, monkeypatch
 
 
 def test_zca_matrix_by_hand():
-    from qbench.data.whiten import zca_fit
+    from qbench.data.preprocess import zca_fit
 
     x = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
     # mean 0; X^T X / (N - 1) = diag(8, 2) / 3; P = diag(1 / sqrt(8/3 + eps), 1 / sqrt(2/3 + eps))
@@ -285,7 +285,7 @@ def test_zca_matrix_by_hand():
 
 
 def test_gcn_by_hand():
-    from qbench.data.whiten import global_contrast_normalize
+    from qbench.data.preprocess import global_contrast_normalize
 
     x = torch.tensor([[1.0, 2.0, 3.0, 6.0], [5.0, 5.0, 5.0, 5.0]], dtype=torch.float64)
     # row 1: minus its mean 3 -> [-2, -1, 0, 3], norm sqrt(14); scaled to norm 55. Row 2 is constant: only centred
@@ -294,8 +294,29 @@ def test_gcn_by_hand():
     assert torch.equal(y[1], torch.zeros(4, dtype=torch.float64))
 
 
+def test_lcn_by_hand():
+    from math import exp, sqrt
+
+    from qbench.data.preprocess import gaussian_kernel, local_contrast_normalize
+
+    a, b = exp(-1 / 8), exp(-1 / 4)  # sigma 2: weights of an edge and a corner neighbour, the centre's is 1
+    total = 1 + 4 * a + 4 * b
+    g = gaussian_kernel(3)
+    assert torch.allclose(g, torch.tensor([[b, a, b], [a, 1, a], [b, a, b]], dtype=torch.float64) / total)
+    # a 3x3 image of ones, zero-padded: G * x is 1 at the centre, (1 + 2a + b) / total at a corner,
+    # (1 + 3a + 2b) / total on an edge; d = sqrt(G * x^2) = sqrt(G * x) here
+    corner, edge = (1 + 2 * a + b) / total, (1 + 3 * a + 2 * b) / total
+    mean_d = (4 * sqrt(corner) + 4 * sqrt(edge) + 1) / 9
+    y = local_contrast_normalize(torch.ones(1, 1, 3, 3, dtype=torch.float64), 3)[0, 0]
+    assert y[1, 1] == 0  # the centre equals its neighbourhood's mean
+    assert abs(y[0, 0] - (1 - corner) / max(sqrt(corner), mean_d)) < 1e-12
+    assert abs(y[0, 1] - (1 - edge) / max(sqrt(edge), mean_d)) < 1e-12
+    assert torch.equal(local_contrast_normalize(torch.zeros(1, 2, 3, 3, dtype=torch.float64), 3),
+                       torch.zeros(1, 2, 3, 3, dtype=torch.float64))  # the 1e-4 floor: no division by zero
+
+
 def test_whitened_images_from_the_training_split(data_root):
-    from qbench.data.whiten import global_contrast_normalize, zca_fit
+    from qbench.data.preprocess import global_contrast_normalize, zca_fit
 
     over = [f"data.root={data_root}", "data.subset=300", "data.val_subset=50", "trainer.batch_size=300",
             "trainer.eval_batch_size=50", "dataset.augment.crop_padding=0", "dataset.augment.hflip=false"]
@@ -314,3 +335,7 @@ def test_whitened_images_from_the_training_split(data_root):
     gcn_only = build_data(compose(["dataset=mnist", "dataset.gcn=55", *over]), torch.device("cpu"), seed=0)
     assert torch.allclose(next(iter(gcn_only.val))[0].flatten(1).double(), global_contrast_normalize(test_rows, 55),
                           atol=1e-5)
+    from qbench.data.preprocess import local_contrast_normalize
+    lcn = build_data(compose(["dataset=mnist", "dataset.gcn=1", "dataset.lcn=7", *over]), torch.device("cpu"), seed=0)
+    expected = local_contrast_normalize(global_contrast_normalize(test_rows, 1).view(50, 1, 28, 28), 7)
+    assert torch.allclose(next(iter(lcn.val))[0].double(), expected, atol=1e-5)

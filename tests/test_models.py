@@ -100,6 +100,19 @@ def test_small_nets_pool_imagenet_inputs_to_their_own_classifier():
         assert torch_count(create_model(name, 3, 10, 224)) == torch_count(create_model(name, 3, 10, 32)), name
 
 
+def test_svhn_net_of_bc_and_bnn_halves_the_convs_not_the_fcs():
+    """binary_connect's and BNN's svhn.py: 64/128/256 convs, then two 1024-unit FC layers."""
+    from torch import nn
+
+    net = create_model("vgg_small", 3, 10, 32, width=0.5, fc_width=1.0)
+    convs = [m.out_channels for m in net if isinstance(m, nn.Conv2d)]
+    fcs = [tuple(m.weight.shape) for m in net if isinstance(m, nn.Linear)]
+    assert convs == [64, 64, 128, 128, 256, 256]
+    assert fcs == [(1024, 256 * 4 * 4), (1024, 1024), (10, 1024)]
+    assert [tuple(m.weight.shape) for m in create_model("vgg_small", 3, 10, 32, width=0.5)
+            if isinstance(m, nn.Linear)][0] == (512, 256 * 4 * 4)  # fc_width null: the FCs follow width
+
+
 def test_dilated_densenet_keeps_resolution_in_dilated_blocks():
     # transitions before the dilated blocks do not pool: 224 -> 56 after the stem, 28 after the first
     # transition, then 28 stays (the plain BDN37 goes on to 14 and 7)

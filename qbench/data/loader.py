@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from qbench.data.augment import random_crop, random_hflip
 from qbench.data.sources import load_split, locate
-from qbench.data import whiten
+from qbench.data import preprocess
 from qbench.errors import UserError
 
 
@@ -34,7 +34,7 @@ def fixed_subset(n_total: int, n: int | None) -> torch.Tensor | None:
 
 class TensorLoader:
     """Batches of an image tensor held on ``device``: uint8 (scaled to [0, 1], then normalised by mean / std) or
-    already preprocessed float (ZCA-whitened). Each epoch draws its order from ``generator``."""
+    already preprocessed float (``qbench.data.preprocess``). Each epoch draws its order from ``generator``."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std,
                  train: bool, crop_padding: int = 0, hflip: bool = False, generator: torch.Generator | None = None):
@@ -175,9 +175,10 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
                            dc.workers, torch.Generator().manual_seed(0), device, subset=dc.val_subset)
         return Data(_steps(train, cfg), val, ds.in_channels, ds.num_classes, ds.image_size, generator)
 
-    # gcn / zca (checked by qbench.config.validate) replace the mean / std normalization
-    loaders, gcn, zca, whitening = {}, ds.get("gcn"), ds.get("zca"), None
-    mean, std = ([0.0] * ds.in_channels, [1.0] * ds.in_channels) if gcn or zca else (ds.mean, ds.std)
+    # gcn / lcn / zca (checked by qbench.config.validate) replace the mean / std normalization
+    loaders, gcn, lcn, zca, whitening = {}, ds.get("gcn"), ds.get("lcn"), ds.get("zca"), None
+    pre = bool(gcn or lcn or zca)
+    mean, std = ([0.0] * ds.in_channels, [1.0] * ds.in_channels) if pre else (ds.mean, ds.std)
     for split, subset in (("train", dc.subset), ("test", dc.val_subset)):
         images, labels, classes = load_split(ds.name, root, split, ds.in_channels, bool(dc.download))
         if split == "train" and ds.get("extra"):  # SVHN's extra split joins the training set
@@ -193,9 +194,9 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
         train = split == "train"
         images = images.to(device)
         if zca:  # mu and P from the training split (as used: after data.subset), applied to both
-            whitening = whitening or whiten.fit(images, gcn, float(zca))
-        if gcn or zca:
-            images = whiten.apply(images, gcn, whitening)
+            whitening = whitening or preprocess.fit(images, gcn, lcn, float(zca))
+        if pre:
+            images = preprocess.apply(images, gcn, lcn, whitening)
         loaders[split] = TensorLoader(
             images, labels.to(device), bs if train else int(cfg.trainer.eval_batch_size),
             mean, std, train, crop_padding=ds.augment.crop_padding if train else 0,

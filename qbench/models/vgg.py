@@ -32,7 +32,8 @@ SPECS = {
 
 
 def _vgg(spec: dict, in_channels: int, num_classes: int, image_size: int, width: float, activation: str,
-         bn_eps: float, out_bn: bool, conv_dropout: float, fc_dropout: float, bn: bool = True) -> nn.Module:
+         bn_eps: float, out_bn: bool, conv_dropout: float, fc_dropout: float, bn: bool = True,
+         fc_width: float | None = None) -> nn.Module:
     norm2d = (lambda c: nn.BatchNorm2d(c, eps=bn_eps)) if bn else (lambda c: nn.Identity())
     norm1d = (lambda c: nn.BatchNorm1d(c, eps=bn_eps)) if bn else (lambda c: nn.Identity())
     layers: list[nn.Module] = []
@@ -57,7 +58,7 @@ def _vgg(spec: dict, in_channels: int, num_classes: int, image_size: int, width:
     layers.append(nn.Flatten())
     f_in = c_in * size * size
     for f in spec["fc"]:
-        f = max(1, round(f * width))
+        f = max(1, round(f * (width if fc_width is None else fc_width)))
         layers += [nn.Linear(f_in, f, bias=not bn), norm1d(f), make_act(activation)]
         if fc_dropout:
             layers.append(nn.Dropout(fc_dropout))
@@ -73,9 +74,10 @@ def _register(name: str):
 
     def build(in_channels: int, num_classes: int, image_size: int, width: float = 1.0,
               activation: str = "relu", bn_eps: float = 1e-5, out_bn: bool = spec["out_bn"],
-              conv_dropout: float = spec["conv_dropout"], fc_dropout: float = spec["fc_dropout"], bn: bool = True):
+              conv_dropout: float = spec["conv_dropout"], fc_dropout: float = spec["fc_dropout"], bn: bool = True,
+              fc_width: float | None = None):
         return _vgg(spec, in_channels, num_classes, image_size, width, activation, bn_eps, out_bn,
-                    conv_dropout, fc_dropout, bn)
+                    conv_dropout, fc_dropout, bn, fc_width)
 
     build.__name__ = name
     register_model(name)(build)
