@@ -87,10 +87,15 @@ def _kill_after_epoch(args, cwd, epoch):
     raise AssertionError("run did not reach the epoch")
 
 
-def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("method", [
+    ["method=binaryconnect", "method.mode=stoch", "model.dropout_hidden=0.2"],
+    # BNN's Torch7 recipe: stochastic activations, shift batch norm, shift AdaMax's state, the step schedule
+    ["method=bnn", "method.stochastic_activations=true", "method.batch_norm=shift", "optim=shift_adamax",
+     "sched=step", "sched.step_size=2", "trainer.loss=squared_hinge"],
+])
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, method):
     # stochastic binarization and dropout: resume must restore every random stream, not just the weights
-    args = ["method=binaryconnect", "method.mode=stoch", *TINY_MNIST, "data.subset=3000",
-            "model.dropout_hidden=0.2", "trainer.epochs=4", "seed=3"]
+    args = [*method, *TINY_MNIST, "data.subset=3000", "trainer.epochs=4", "seed=3"]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     full = qbench("train", *args, cwd=tmp_path / "a")
