@@ -41,7 +41,7 @@ class RelaxationSchedule(Callback):
         self.lam = self.lambda_at(epoch)
         for m in relaxed_layers(trainer.model):
             q = m.weight_quantizer
-            m.weight_quantizer = functools.partial(q.func, *q.args, **{**q.keywords, "lam": self.lam})
+            m.set_weight_quantizer(functools.partial(q.func, *q.args, **{**q.keywords, "lam": self.lam}))
 
     def on_epoch_end(self, trainer, epoch: int) -> dict:
         phase2 = math.isinf(self.lam)

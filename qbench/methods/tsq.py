@@ -26,7 +26,7 @@ from torch import nn
 from qbench.data.loader import calibration_batches
 from qbench.methods.callbacks import layers_quantized_by
 from qbench.methods.stages import StagedSchedule
-from qbench.nn.layers import _QuantizedMixin, call_quantizer
+from qbench.nn.layers import _QuantizedMixin
 from qbench.nn.partial import Gated
 from qbench.quant.halfwave import hwgq, hwgq_bins
 from qbench.quant.two_step import LEVELS, tsq_auxiliary, tsq_init, tsq_least_squares, tsq_objective
@@ -96,7 +96,7 @@ def layer_inputs(model: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
 
     def hook(module, args):
         inp = args[0]
-        seen["x"] = inp if module.input_quantizer is None else call_quantizer(module.input_quantizer, inp, module.training)
+        seen["x"] = module.quantize_input(inp)
         raise _Captured
 
     handle = layer.register_forward_pre_hook(hook)

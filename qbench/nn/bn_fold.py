@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from qbench.errors import UserError
-from qbench.nn.layers import call_quantizer
 
 
 class FoldedConvBN(nn.Module):
@@ -28,12 +27,11 @@ class FoldedConvBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, bn = self.conv, self.bn
-        if conv.input_quantizer is not None:
-            x = call_quantizer(conv.input_quantizer, x, self.training)
+        x = conv.quantize_input(x)
         sigma = torch.sqrt(bn.running_var + bn.eps)
         gamma = bn.weight
         w_fold = conv.weight * (gamma / sigma).view(-1, 1, 1, 1)
-        w_q = w_fold if conv.weight_quantizer is None else call_quantizer(conv.weight_quantizer, w_fold, self.training)
+        w_q = conv.quantize_weight(w_fold)
         if self.training and not self.frozen:
             with torch.no_grad():  # batch statistics of the float conv output, as batch norm would see them
                 y_float = F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)

@@ -33,10 +33,6 @@ def takes_training(q: Quantizer | None) -> bool:
         return False
 
 
-def call_quantizer(q: Quantizer, x: torch.Tensor, training: bool) -> torch.Tensor:
-    return q(x, training=training) if takes_training(q) else q(x)
-
-
 def describe_quantizer(q: Quantizer | None) -> str:
     """Short human-readable name: 'fp', 'ste_sign', 'binaryconnect(mode=stoch)'."""
     if q is None:
@@ -76,19 +72,31 @@ class _QuantizedMixin:
         return self._output(self._op(x, w), scale)
 
     def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.input_quantizer is not None:
-            x = call_quantizer(self.input_quantizer, x, self.training)
+        x = self.quantize_input(x)
         if "input_dropout" in self._modules:
             x = self._modules["input_dropout"](x)
-        w = self.weight if self.weight_quantizer is None else call_quantizer(self.weight_quantizer, self.weight,
-                                                                             self.training)
-        return x, w
+        return x, self.quantize_weight(self.weight)
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_quantizer is None:
+            return x
+        return self.input_quantizer(x, training=self.training) if self._takes_training[1] else self.input_quantizer(x)
+
+    def quantize_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """``w`` through the weight quantizer (the layer's own weight, or QAT's BN-folded one)."""
+        if self.weight_quantizer is None:
+            return w
+        return self.weight_quantizer(w, training=self.training) if self._takes_training[0] else self.weight_quantizer(w)
+
+    def set_weight_quantizer(self, q: Quantizer | None) -> None:
+        """Swap the weight quantizer during training (BinaryRelax's growing lambda)."""
+        self.weight_quantizer = q
+        self._takes_training = (takes_training(q), self._takes_training[1])
 
     def quantized_weight(self) -> torch.Tensor:
         """The weight the forward pass uses (for inspection and tests)."""
         with torch.no_grad():
-            return self.weight if self.weight_quantizer is None else call_quantizer(self.weight_quantizer, self.weight,
-                                                                                    self.training)
+            return self.quantize_weight(self.weight)
 
     def _scale(self, x: torch.Tensor):
         """The input scale is computed from the real-valued input, before it is quantized."""
@@ -125,6 +133,7 @@ class _QuantizedMixin:
         from qbench.quant.registry import exact_in_bf16
 
         self.weight_quantizer, self.input_quantizer = weight_quantizer, input_quantizer
+        self._takes_training = (takes_training(weight_quantizer), takes_training(input_quantizer))  # once, not per call
         self.output_quantizer, self.input_scale = output_quantizer, input_scale
         # under bf16 autocast the conv runs in bf16 only if that cannot change a quantized value
         self.low_precision_exact = exact_in_bf16(weight_quantizer) and exact_in_bf16(input_quantizer)
