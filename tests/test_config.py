@@ -117,6 +117,7 @@ def test_vgg_small_layout():
     (["method=qat", "method.freeze_bn_after=-1"], "freeze_bn_after must be a whole number"),
     (["method=qat", "method.w_bits=1"], "bit width must be an integer from 2 to 32, got 1"),
     (["method=bnn", "method.batch_norm=sbn"], "method.batch_norm='sbn' is invalid; valid: standard, shift"),
+    (["method=bnn", "method.batch_norm=shift", "model=lenet5", "model.bn=false"], "has none before its last layer"),
     (["method=bnn", "method.stochastic_activations=maybe"], "stochastic_activations must be true or false, got 'maybe'"),
     (["dataset.zca=-1"], "dataset.zca=-1 is invalid; valid: null (no whitening) or ZCA's eigenvalue offset"),
     (["dataset.zca=true"], "dataset.zca=True is invalid; valid: null"),

@@ -50,8 +50,10 @@ class Method:
         fold_batch_norms(model, pairs)
         reordered = set(xnor_block_order(model)) if self.block_order == "xnor" else set()
         dropped = set(dropout_after_quantizer(model))
-        if self.batch_norm == "shift":
-            shift_batch_norms(model)
+        if self.batch_norm == "shift" and not shift_batch_norms(model):
+            raise UserError("method.batch_norm='shift' replaces batch norms, but this model has none before its last "
+                            "layer; use one with batch norm (mlp, vgg_small, lenet5 with model.bn=true) or "
+                            "method.batch_norm=standard")
         if self.weight_init is not None and not self.init:
             for m in model.modules():
                 if getattr(m, "weight_quantizer", None) is not None:

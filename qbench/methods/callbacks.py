@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from qbench.nn.layers import _QuantizedMixin
+from qbench.quant.shift import ap2_scalar
 
 
 def quantized_weights(model: nn.Module):
@@ -139,7 +140,7 @@ class GlorotLRScale(Callback):
         for m, w in quantized_weights(model):
             fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
             scale = 1.0 / math.sqrt(1.5 / (fan_in + fan_out))
-            scale = 2.0 ** round(math.log2(scale)) if self.power_of_two else scale
+            scale = ap2_scalar(scale) if self.power_of_two else scale
             scaled.append({"params": [w], "lr": lr * scale, "lr_scale": scale})
             ids.add(id(w))
         rest = [p for p in model.parameters() if id(p) not in ids]

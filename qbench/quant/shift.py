@@ -7,9 +7,16 @@ normalization (``qbench.nn.ShiftBatchNorm``) and shift-based AdaMax (``qbench.op
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
 def ap2(x: torch.Tensor) -> torch.Tensor:
     """AP2(x) = sign(x) 2^round(log2|x|); 0 stays 0. No gradient of its own: the callers say what passes."""
     return torch.sign(x) * torch.exp2(torch.round(torch.log2(x.abs())))
+
+
+def ap2_scalar(x: float) -> float:
+    """AP2 of a positive number (a learning rate, a Glorot scale)."""
+    return 2.0 ** round(math.log2(x))
