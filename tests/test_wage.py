@@ -2,13 +2,14 @@
 constants), worked by hand; a run on real MNIST that stays on WAGE's grids."""
 import json
 
+import pytest
 import torch
 
 from conftest import qbench, run_dir_of
 from qbench.optim import WAGEGradientDescent
 from qbench.quant import (wage_activation, wage_error, wage_gradient, wage_init, wage_quantize, wage_scale,
                           wage_weight)
-from qbench.quant.wage import wage_init_limit, wage_shift
+from qbench.quant.wage import wage_init_limit, wage_shift, wage_sigma
 
 
 def close(a, b):
@@ -62,6 +63,31 @@ def test_errors_eq9_shifted_to_the_window_of_the_largest():
     assert close(grad_of(lambda v: wage_error(v, 3), x, e), [0.75, -0.5, 0.25])  # 3 bits: step 0.25, clip 0.75
     assert close(wage_error(e, 8), e)  # identity forward
     assert close(grad_of(lambda v: wage_error(v, 8), x, torch.zeros(3)), [0.0, 0.0, 0.0])
+
+
+def test_errors_table2_window_left_shifted_by_gamma():
+    """Section 4.3: the right boundary becomes max|e| / gamma; the largest errors saturate."""
+    x = torch.zeros(3)
+    e = torch.tensor([0.3, -0.1, 0.05])  # gamma 2: 2 e / Shift(0.3) = 2 e / 0.25 = [2.4, -0.8, 0.4]
+    assert close(grad_of(lambda v: wage_error(v, 3, gamma=2), x, e), [0.75, -0.75, 0.5])  # clip 0.75, step 0.25
+    e = torch.tensor([0.3, -0.01, 0.02])  # gamma 8: 8 e / 0.25 = [9.6, -0.32, 0.64]; at gamma 1 both small ones are 0
+    assert close(grad_of(lambda v: wage_error(v, 3, gamma=8), x, e), [0.75, -0.25, 0.75])
+    assert close(grad_of(lambda v: wage_error(v, 3), x, e), [0.75, 0.0, 0.0])
+    assert close(grad_of(lambda v: wage_error(v, 3, gamma=None), x, e), [0.75, 0.0, 0.0])  # null is gamma 1
+    for bad in (0.5, float("inf"), "2", True):
+        with pytest.raises(ValueError, match="gamma must be null or a number >= 1"):
+            wage_error(x, 3, gamma=bad)
+
+
+def test_table3_rows_keep_sigma_kg_times_eta_as_section_4_4_says():
+    """Section 4.4: eta is halved for each bit k_G loses, so every T3 row takes steps of the same largest size,
+    sigma(k_G) * eta = 1/16, as T1's k_G = 8, eta = 8."""
+    from qbench.results.registry import load_paper
+    rows = [f for f in load_paper("wage").figures if f.table == "T3" and f.experiment.get("overrides")]
+    assert len(rows) == 10
+    for f in rows:
+        k = f.experiment["overrides"]["method.bits_g"]
+        assert wage_sigma(k) * f.experiment["overrides"]["optim.lr"] == 1 / 16, f.id
 
 
 def test_gradients_eq11_stochastic_rounding_unbiased_on_grid():

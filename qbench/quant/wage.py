@@ -9,6 +9,7 @@ weights, activations, gradients and errors as k-bit integers (times a power of t
     W_q = Q(W, k_W)                                                 (eq. 7; backward: identity)
     a_q = Q(a, k_A)                                                 (eq. 8; backward: clip's mask)
     e_q = Q(e / Shift(max|e|), k_E)                                 (eq. 9-10, errors)
+    e_q = Q(gamma e / Shift(max|e|), k_E)      (section 4.3, Table 2: window's right boundary max|e| / gamma)
     dW  = sigma(k_G) * sr(lr * g / Shift(max|g|))                   (eq. 11-13, sr: stochastic rounding)
     W  <- clip(W - dW, -1 + sigma(k_W), 1 - sigma(k_W))             (eq. 14)
 
@@ -19,6 +20,7 @@ stochastic rounding ("randomizer" bits); kept here.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -85,20 +87,30 @@ def wage_activation(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
     return straight_through(wage_quantize(x.detach(), bits), clipped)
 
 
-def quantize_error(e: torch.Tensor, bits: int = 8) -> torch.Tensor:
+def quantize_error(e: torch.Tensor, bits: int = 8, gamma: float = 1.0) -> torch.Tensor:
     """Eq. 9-10: e_q = Q(e / Shift(max|e|), k_E). The scale is dropped: what follows (the next error's and
-    the gradient's own normalization) does not depend on it."""
+    the gradient's own normalization) does not depend on it. ``gamma`` > 1 left-shifts the window (section
+    4.3, Table 2): its right boundary becomes max|e| / gamma, so the largest errors saturate and the small ones
+    gain resolution."""
     m = e.abs().max()
     if m == 0:
         return e
-    return wage_quantize(e / wage_shift(m), bits)
+    return wage_quantize(gamma * e / wage_shift(m), bits)
 
 
-def wage_error(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Identity forward; backward quantizes the error flowing through (eq. 9-10). A layer's output
-    quantizer."""
+def wage_error(x: torch.Tensor, bits: int = 8, gamma: float | None = None) -> torch.Tensor:
+    """Identity forward; backward quantizes the error flowing through (eq. 9-10; ``gamma``: Table 2's window
+    shift, None for 1). A layer's output quantizer."""
     wage_sigma(bits)
-    return quantize_backward(x, quantize_error, bits)
+    if gamma is None:
+        gamma = 1
+    elif not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and math.isfinite(gamma)
+            and gamma >= 1):
+        raise ValueError(f"WAGE's error-window shift gamma must be null or a number >= 1 (Table 2: 2, 4, 8), "
+                         f"got {gamma!r}")
+    if gamma == 1:
+        return quantize_backward(x, quantize_error, bits)
+    return quantize_backward(x, functools.partial(quantize_error, gamma=gamma), bits)
 
 
 def wage_gradient(g: torch.Tensor, bits: int = 8, lr: float = 8.0, generator: torch.Generator | None = None
