@@ -39,8 +39,12 @@ def test_shift_and_layer_scale_match_the_official_vgg7_and_lenet5_logs():
     # LeNet-5 (32C5-MP2-64C5-MP2-512FC-10): the official MNIST log prints Scale: 2 16 16 8
     assert [wage_scale(f, 2) for f in (25, 800, 1024, 512)] == [2, 16, 16, 8]
     assert wage_init_limit(27, 2) == 0.75 and wage_init_limit(3, 2) == 1.0  # max(1.5 sigma, sqrt(3 / fan_in))
-    w = wage_init(torch.empty(64, 1152), bits=2)
-    assert w.abs().max() <= 0.75 and w.abs().max() > 0.7
+    torch.manual_seed(0)
+    w = wage_init(torch.empty(64, 1152), bits=2)  # U(-0.75, 0.75) rounded to the grid of 0.5
+    assert set(w.unique().tolist()) == {-0.5, 0.0, 0.5}
+    for v in (-0.5, 0.0, 0.5):  # beta = 1.5: "equal probabilities for ternary weights when initialized"
+        assert abs((w == v).float().mean() - 1 / 3) < 0.01
+    assert set(wage_init(torch.empty(8, 3), bits=2).unique().tolist()) <= {-0.5, 0.0, 0.5}  # L = 1: clipped
 
 
 def test_weights_eq7_divided_by_alpha_identity_gradient():
@@ -119,6 +123,8 @@ def test_wage_trains_lenet5_on_real_mnist_on_its_grids(tmp_path):
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
     weights = [v for k, v in state.items() if k.endswith("weight")]
     assert len(weights) == 4 and all(w.abs().max() <= 0.5 for w in weights)  # clipped to 1 - sigma(2)
+    # stored as 8-bit integers: started on the grid of 0.5, moved by multiples of sigma(k_G) = 1/128
+    assert all(torch.equal(w * 128, torch.round(w * 128)) for w in weights)
     for w in weights:
         alpha = wage_scale(w[0].numel(), 2)
         assert set((wage_weight(w, 2) * alpha).unique().tolist()) <= {-0.5, 0.0, 0.5}  # ternary / alpha

@@ -4,7 +4,7 @@ weights, activations, gradients and errors as k-bit integers (times a power of t
     sigma(k) = 2^(1-k)                                              (eq. 1, the k-bit step)
     Q(x, k)  = clip(sigma(k) * round(x / sigma(k)), -1 + sigma(k), 1 - sigma(k))   (eq. 2)
     Shift(x) = 2^round(log2 x)                                      (eq. 4)
-    init:    W ~ U(-L, L), L = max(L_min, L0), L_min = beta sigma(k_W), beta = 1.5   (eq. 5)
+    init:    W = Q(U(-L, L), k_W), L = max(L_min, L0), L_min = beta sigma(k_W), beta = 1.5   (eq. 5)
     scale:   alpha = max(Shift(L_min / L0), 1); a layer's output is divided by alpha (eq. 6)
     W_q = Q(W, k_W)                                                 (eq. 7; backward: identity)
     a_q = Q(a, k_A)                                                 (eq. 8; backward: clip's mask)
@@ -66,10 +66,13 @@ def _fan_in(w: torch.Tensor) -> int:
 
 
 def wage_init(w: torch.Tensor, bits: int = 2) -> torch.Tensor:
-    """Fill ``w`` in place from U(-L, L), eq. 5."""
+    """Fill ``w`` in place from U(-L, L) (eq. 5), then put it on the k_W-bit grid, Q(W, k_W): weights are stored
+    as integers from the start. With k_W = 2 and L = 1.5 sigma = 0.75 the three ternary values come out
+    equally likely, which is why beta = 1.5 (section 4). The official code does the same once before training
+    (``W_q_op``), then clips to the weight range before each update."""
     limit = wage_init_limit(_fan_in(w), bits)
     with torch.no_grad():
-        return w.uniform_(-limit, limit)
+        return w.copy_(wage_quantize(w.uniform_(-limit, limit), bits))
 
 
 def wage_weight(w: torch.Tensor, bits: int = 2) -> torch.Tensor:
