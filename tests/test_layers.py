@@ -38,6 +38,9 @@ def test_layer_policy_first_input_never_quantized_and_keep_flags():
     model = create_model("mlp", 1, 10, 28, hidden=[16, 16])
     rows = apply_layer_policy(model, ste_sign, ste_sign, keep_first_fp=True, keep_last_fp=True)
     assert [(r.weight, r.input) for r in rows] == [("fp", "fp"), ("ste_sign", "ste_sign"), ("fp", "fp")]
+    model = create_model("mlp", 1, 10, 28, hidden=[16, 16])  # WAGE's choice: the data through Q_A as well
+    rows = apply_layer_policy(model, ste_sign, ste_sign, False, False, quantize_data_input=True)
+    assert [r.input for r in rows] == ["ste_sign"] * 3
 
 
 def test_layer_policy_respects_model_marked_fp_layers():

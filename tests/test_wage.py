@@ -69,6 +69,19 @@ def test_errors_eq9_shifted_to_the_window_of_the_largest():
     assert close(grad_of(lambda v: wage_error(v, 8), x, torch.zeros(3)), [0.0, 0.0, 0.0])
 
 
+def test_errors_quantized_where_the_official_code_does_relu_qe_qa():
+    """The official NN.py: relu -> Q_E -> Q_A. Backward, Q_E quantizes the error after Q_A's clip mask and before
+    the ReLU's mask, so its Shift(max|e|) also sees errors of units the ReLU then drops."""
+    x = torch.tensor([0.3, -0.2, 2.0])  # 2.0 is outside Q_A's clip: its error is masked before Q_E
+    e = torch.tensor([0.3, -0.1, 0.5])  # masked: [0.3, -0.1, 0]; Shift(0.3) = 0.25 -> [1.2, -0.4, 0] -> 3 bits
+    assert close(grad_of(lambda v: wage_activation(v, 8, error_bits=3), x, e), [0.75, -0.5, 0.0])
+    x = torch.tensor([-1.0, 0.3])  # the first unit is dead after the ReLU
+    e = torch.tensor([0.5, 0.1])  # Q_E first: Shift(0.5) = 0.5 -> [1.0, 0.2] -> [0.75, 0.25]; then the ReLU's mask
+    assert close(grad_of(lambda v: wage_activation(torch.relu(v), 8, error_bits=3), x, e), [0.0, 0.25])
+    # (quantized after the mask instead, the window would be Shift(0.1) = 0.125 and the live error 0.75)
+    assert close(grad_of(lambda v: wage_activation(v, 8), x, e), [0.0, 0.1])  # Q_A alone: -1 is beyond its clip
+
+
 def test_errors_table2_window_left_shifted_by_gamma():
     """Section 4.3: the right boundary becomes max|e| / gamma; the largest errors saturate."""
     x = torch.zeros(3)
@@ -135,6 +148,22 @@ def test_wage_keeps_user_overrides():
     cfg = compose(["method=wage", "optim=sgd", "trainer.loss=cross_entropy", "trainer.epochs=3", "model=lenet5"])
     assert cfg.optim._target_ == "torch.optim.SGD" and cfg.trainer.loss == "cross_entropy" and cfg.trainer.epochs == 3
     assert cfg.sched.milestones == [200, 250] and cfg.model.bn is False
+
+
+def test_wage_quantizes_the_input_image_with_q_a():
+    """Section 4.1: "the input grayscale images are regarded as activations and quantized by Equation 8 where
+    alpha equals to 1"; the official NN.py applies Q_A to X / 127.5 - 1."""
+    from qbench.config import compose
+    from qbench.methods import build_method
+    from qbench.models import create_model
+    cfg = compose(["method=wage", "model=lenet5", "dataset=mnist"])
+    model = create_model("lenet5", 1, 10, 28, bn=False)
+    rows = build_method(cfg.method).apply(model)
+    assert [r.input for r in rows] == ["wage_activation(bits=8,error_bits=8,gamma=None)"] * 4
+    assert [r.output for r in rows] == ["fp"] * 3 + ["wage_error(bits=8,gamma=None)"]  # the code's 'last' Q_E
+    x = torch.tensor([0, 38.5, 255]) / 127.5 - 1  # pixels 0, 38.5, 255 -> -1, -0.698..., 1
+    first = model.get_submodule(rows[0].name)
+    assert close(first.quantize_input(x), [-127 / 128, -89 / 128, 127 / 128])  # the 1/128 grid, clipped
 
 
 def test_vgg7_in_wage_form_has_the_official_weight_count():

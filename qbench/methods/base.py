@@ -28,9 +28,11 @@ class Method:
     weight_quantizer: object = None
     input_quantizer: object = None
     output_quantizer: object = None  # identity forward, quantized gradient backward (DoReFa)
+    output_quantizer_layers: str = "all"  # "last": only the network's output (WAGE's last Q_E)
     input_scale: object = None  # scale of a layer's output from its real-valued input (XNOR-Net's K)
     keep_first_fp: bool = False
     keep_last_fp: bool = False
+    quantize_data_input: bool = False  # the first layer's input (the data) through the input quantizer (WAGE)
     activation: str | None = None  # replaces the model's activation when set (BNN: hardtanh)
     fold_bn: bool = False  # QAT: fold each conv -> batch-norm pair before quantizing (whitepaper 3.2)
     init: str | None = None  # a finished full-precision run whose weights the model starts from
@@ -46,7 +48,8 @@ class Method:
             load_init_weights(model, self.init)
         pairs = self.foldable(model) if self.fold_bn else []
         rows = apply_layer_policy(model, self.weight_quantizer, self.input_quantizer,
-                                  self.keep_first_fp, self.keep_last_fp, self.output_quantizer, self.input_scale)
+                                  self.keep_first_fp, self.keep_last_fp, self.output_quantizer, self.input_scale,
+                                  self.quantize_data_input, self.output_quantizer_layers == "last")
         fold_batch_norms(model, pairs)
         reordered = set(xnor_block_order(model)) if self.block_order == "xnor" else set()
         dropped = set(dropout_after_quantizer(model))
@@ -111,10 +114,12 @@ def build_method(cfg: DictConfig) -> Method:
         weight_quantizer=_quantizer(cfg.get("weight_quantizer"), "method.weight_quantizer"),
         input_quantizer=_quantizer(cfg.get("input_quantizer"), "method.input_quantizer"),
         output_quantizer=_quantizer(cfg.get("output_quantizer"), "method.output_quantizer"),
+        output_quantizer_layers=_output_quantizer_layers(cfg.get("output_quantizer_layers") or "all"),
         input_scale=_quantizer(cfg.get("input_scale"), "method.input_scale") if cfg.get("input_scaling", True)
         else None,
         keep_first_fp=bool(cfg.get("keep_first_fp", False)),
         keep_last_fp=bool(cfg.get("keep_last_fp", False)),
+        quantize_data_input=bool(cfg.get("quantize_data_input", False)),
         activation=cfg.get("activation"),
         fold_bn=bool(cfg.get("fold_bn", False)),
         init=cfg.get("init"),
@@ -126,6 +131,14 @@ def build_method(cfg: DictConfig) -> Method:
 
 
 BATCH_NORMS = ("standard", "shift")
+OUTPUT_QUANTIZER_LAYERS = ("all", "last")
+
+
+def _output_quantizer_layers(value) -> str:
+    if value not in OUTPUT_QUANTIZER_LAYERS:
+        raise UserError(f"method.output_quantizer_layers={value!r} is invalid; "
+                        f"valid: {', '.join(OUTPUT_QUANTIZER_LAYERS)}")
+    return value
 
 
 def _batch_norm(value) -> str:

@@ -2,11 +2,14 @@
 
 Every nn.Conv2d / nn.Linear of the model, in definition order, becomes a QConv2d / QLinear with the
 method's weight and input quantizers, except:
-  * the first layer's *input* is the data itself and is never quantized;
+  * the first layer's *input* is the data itself and is not quantized, unless ``quantize_data_input``
+    (WAGE regards the input image as activations and quantizes it with Q_A, section 4.1);
   * ``keep_first_fp`` / ``keep_last_fp`` keep the whole first / last layer full precision (XNOR-Net,
     DoReFa); BNN binarizes both (its first layer sees real-valued pixels, its last layer's output goes to
     batch norm and the loss un-binarized);
-  * a layer the model marks ``qbench_keep_fp = True`` (e.g. a full-precision shortcut) stays float.
+  * a layer the model marks ``qbench_keep_fp = True`` (e.g. a full-precision shortcut) stays float;
+  * ``output_quantizer_last_only`` puts the output quantizer on the last layer alone (WAGE quantizes a hidden
+    layer's error behind its next layer's Q_A, and the network output's error by itself).
 """
 from __future__ import annotations
 
@@ -43,15 +46,16 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def apply_layer_policy(model: nn.Module, weight_quantizer, input_quantizer,
                        keep_first_fp: bool, keep_last_fp: bool, output_quantizer=None,
-                       input_scale=None) -> list[LayerRow]:
+                       input_scale=None, quantize_data_input: bool = False,
+                       output_quantizer_last_only: bool = False) -> list[LayerRow]:
     layers = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
     rows = []
     for i, (name, layer) in enumerate(layers):
         first, last = i == 0, i == len(layers) - 1
         fp = getattr(layer, "qbench_keep_fp", False) or (first and keep_first_fp) or (last and keep_last_fp)
         wq = None if fp else weight_quantizer
-        iq = None if (fp or first) else input_quantizer
-        oq = None if fp else output_quantizer
+        iq = None if (fp or (first and not quantize_data_input)) else input_quantizer
+        oq = None if fp or (output_quantizer_last_only and not last) else output_quantizer
         scale = input_scale if iq is not None else None  # XNOR's K goes with binarized inputs
         qcls = QConv2d if isinstance(layer, nn.Conv2d) else QLinear
         wq, iq, oq = (_own_copy(q) for q in (wq, iq, oq))

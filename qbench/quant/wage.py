@@ -82,9 +82,14 @@ def wage_weight(w: torch.Tensor, bits: int = 2) -> torch.Tensor:
     return straight_through(q, w)
 
 
-def wage_activation(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+def wage_activation(x: torch.Tensor, bits: int = 8, error_bits: int | None = None, gamma: float | None = None
+                    ) -> torch.Tensor:
     """Eq. 8: a_q = Q(a, k_A). Backward: the clip's derivative (1 inside (-1 + sigma, 1 - sigma), 0 outside),
-    rounding skipped."""
+    rounding skipped. With ``error_bits`` the error reaching ``x`` is then quantized too (eq. 9, ``wage_error``):
+    the official code's order relu -> Q_E -> Q_A, so Q_E sees the error after Q_A's clip and before the ReLU's
+    and the pooling's masks."""
+    if error_bits is not None:
+        x = wage_error(x, error_bits, gamma)
     s = wage_sigma(bits)
     clipped = torch.clamp(x, -1 + s, 1 - s)
     return straight_through(wage_quantize(x.detach(), bits), clipped)
