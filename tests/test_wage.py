@@ -134,7 +134,8 @@ def test_wage_trains_lenet5_on_real_mnist_on_its_grids(tmp_path):
     m = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert m[-1]["val_acc"] > 0.3 and m[0]["lr"] == 8  # 40 integer steps on 1000 digits: learning (chance 0.1)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
-    weights = [v for k, v in state.items() if k.endswith("weight")]
+    assert all(k.endswith("weight") for k in state)  # no biases, as the official code's layers
+    weights = list(state.values())
     assert len(weights) == 4 and all(w.abs().max() <= 0.5 for w in weights)  # clipped to 1 - sigma(2)
     # stored as 8-bit integers: started on the grid of 0.5, moved by multiples of sigma(k_G) = 1/128
     assert all(torch.equal(w * 128, torch.round(w * 128)) for w in weights)
@@ -147,7 +148,7 @@ def test_wage_keeps_user_overrides():
     from qbench.config import compose
     cfg = compose(["method=wage", "optim=sgd", "trainer.loss=cross_entropy", "trainer.epochs=3", "model=lenet5"])
     assert cfg.optim._target_ == "torch.optim.SGD" and cfg.trainer.loss == "cross_entropy" and cfg.trainer.epochs == 3
-    assert cfg.sched.milestones == [200, 250] and cfg.model.bn is False
+    assert cfg.sched.milestones == [200, 250] and cfg.model.bn is False and cfg.model.bias is False
 
 
 def test_wage_quantizes_the_input_image_with_q_a():
@@ -168,6 +169,7 @@ def test_wage_quantizes_the_input_image_with_q_a():
 
 def test_vgg7_in_wage_form_has_the_official_weight_count():
     from qbench.models import create_model
-    net = create_model("vgg7", 3, 10, 32, bn=False)
-    weights = sum(m.weight.numel() for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
-    assert weights == 12_973_440  # the official log: "CONV: 4574592 FC: 8398848 Total: 12973440"
+    net = create_model("vgg7", 3, 10, 32, bn=False, bias=False)
+    assert sum(p.numel() for p in net.parameters()) == 12_973_440  # the official log: "CONV: 4574592 FC: 8398848
+    # Total: 12973440", every parameter a weight; LeNet-5's log: "CONV: 52000 FC: 529408 Total: 581408"
+    assert sum(p.numel() for p in create_model("lenet5", 1, 10, 28, bn=False, bias=False).parameters()) == 581_408

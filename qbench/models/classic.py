@@ -25,18 +25,23 @@ from qbench.models.registry import activation as make_act, register_model
 
 @register_model("lenet5")
 def lenet5(in_channels: int, num_classes: int, image_size: int, bn: bool = True, activation: str = "relu",
-           width: float = 1.0) -> nn.Module:
+           width: float = 1.0, bias: bool | None = None) -> nn.Module:
+    """``bias``: null gives the hidden layers a bias only without batch norm and the classifier one always;
+    false: no layer has one (WAGE's official code)."""
     c1, c2, f = (max(1, round(c * width)) for c in (32, 64, 512))
+    hidden_bias, out_bias = (not bn, True) if bias is None else (bias, bias)
     norm2d = nn.BatchNorm2d if bn else (lambda c: nn.Identity())
     size = ((image_size - 4) // 2 - 4) // 2
     squeeze = []
     if image_size > 64:  # ImageNet-sized inputs: pooled to the 32 px net's 5x5, the same classifier
         squeeze, size = [nn.AdaptiveAvgPool2d(5)], 5
     return nn.Sequential(
-        nn.Conv2d(in_channels, c1, 5, bias=not bn), norm2d(c1), make_act(activation), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 5, bias=not bn), norm2d(c2), make_act(activation), nn.MaxPool2d(2), *squeeze, nn.Flatten(),
-        nn.Linear(c2 * size * size, f, bias=not bn), nn.BatchNorm1d(f) if bn else nn.Identity(), make_act(activation),
-        nn.Linear(f, num_classes))
+        nn.Conv2d(in_channels, c1, 5, bias=hidden_bias), norm2d(c1), make_act(activation), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5, bias=hidden_bias), norm2d(c2), make_act(activation), nn.MaxPool2d(2), *squeeze,
+        nn.Flatten(),
+        nn.Linear(c2 * size * size, f, bias=hidden_bias), nn.BatchNorm1d(f) if bn else nn.Identity(),
+        make_act(activation),
+        nn.Linear(f, num_classes, bias=out_bias))
 
 
 @register_model("alexnet_bn")

@@ -33,7 +33,9 @@ SPECS = {
 
 def _vgg(spec: dict, in_channels: int, num_classes: int, image_size: int, width: float, activation: str,
          bn_eps: float, out_bn: bool, conv_dropout: float, fc_dropout: float, bn: bool = True,
-         fc_width: float | None = None) -> nn.Module:
+         fc_width: float | None = None, bias: bool | None = None) -> nn.Module:
+    hidden_bias = not bn if bias is None else bias  # null: only without batch norm; false: none (WAGE's code)
+    out_bias = not (out_bn and bn) if bias is None else bias
     norm2d = (lambda c: nn.BatchNorm2d(c, eps=bn_eps)) if bn else (lambda c: nn.Identity())
     norm1d = (lambda c: nn.BatchNorm1d(c, eps=bn_eps)) if bn else (lambda c: nn.Identity())
     layers: list[nn.Module] = []
@@ -42,7 +44,7 @@ def _vgg(spec: dict, in_channels: int, num_classes: int, image_size: int, width:
         c = max(1, round(channels * width))
         for j in range(convs):
             pool = j == convs - 1
-            layers.append(nn.Conv2d(c_in, c, 3, padding=1, bias=not bn))
+            layers.append(nn.Conv2d(c_in, c, 3, padding=1, bias=hidden_bias))
             if pool and spec["pool_before_bn"]:
                 layers.append(nn.MaxPool2d(2))
             layers += [norm2d(c), make_act(activation)]
@@ -59,11 +61,11 @@ def _vgg(spec: dict, in_channels: int, num_classes: int, image_size: int, width:
     f_in = c_in * size * size
     for f in spec["fc"]:
         f = max(1, round(f * (width if fc_width is None else fc_width)))
-        layers += [nn.Linear(f_in, f, bias=not bn), norm1d(f), make_act(activation)]
+        layers += [nn.Linear(f_in, f, bias=hidden_bias), norm1d(f), make_act(activation)]
         if fc_dropout:
             layers.append(nn.Dropout(fc_dropout))
         f_in = f
-    layers.append(nn.Linear(f_in, num_classes, bias=not (out_bn and bn)))
+    layers.append(nn.Linear(f_in, num_classes, bias=out_bias))
     if out_bn and bn:
         layers.append(nn.BatchNorm1d(num_classes, eps=bn_eps))
     return nn.Sequential(*layers)
@@ -75,9 +77,9 @@ def _register(name: str):
     def build(in_channels: int, num_classes: int, image_size: int, width: float = 1.0,
               activation: str = "relu", bn_eps: float = 1e-5, out_bn: bool = spec["out_bn"],
               conv_dropout: float = spec["conv_dropout"], fc_dropout: float = spec["fc_dropout"], bn: bool = True,
-              fc_width: float | None = None):
+              fc_width: float | None = None, bias: bool | None = None):
         return _vgg(spec, in_channels, num_classes, image_size, width, activation, bn_eps, out_bn,
-                    conv_dropout, fc_dropout, bn, fc_width)
+                    conv_dropout, fc_dropout, bn, fc_width, bias)
 
     build.__name__ = name
     register_model(name)(build)
