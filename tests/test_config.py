@@ -121,6 +121,8 @@ def test_vgg_small_layout():
     (["method=wage", "model=lenet5", "method.output_quantizer_layers=first"],
      "method.output_quantizer_layers='first' is invalid; valid: all, last"),
     (["method=wage", "model=lenet5", "method.error_gamma=0.5"], "gamma must be null or a number >= 1"),
+    (["method=wage", "model=lenet5", "method.quantize_data_input=abc"],
+     "method.quantize_data_input='abc' is invalid; valid: true, false"),
     (["method=bnn", "method.stochastic_activations=maybe"], "stochastic_activations must be true or false, got 'maybe'"),
     (["dataset.zca=-1"], "dataset.zca=-1 is invalid; valid: null (no whitening) or ZCA's eigenvalue offset"),
     (["dataset.zca=true"], "dataset.zca=True is invalid; valid: null"),

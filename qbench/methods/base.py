@@ -117,11 +117,11 @@ def build_method(cfg: DictConfig) -> Method:
         output_quantizer_layers=_output_quantizer_layers(cfg.get("output_quantizer_layers") or "all"),
         input_scale=_quantizer(cfg.get("input_scale"), "method.input_scale") if cfg.get("input_scaling", True)
         else None,
-        keep_first_fp=bool(cfg.get("keep_first_fp", False)),
-        keep_last_fp=bool(cfg.get("keep_last_fp", False)),
-        quantize_data_input=bool(cfg.get("quantize_data_input", False)),
+        keep_first_fp=_flag(cfg, "keep_first_fp"),
+        keep_last_fp=_flag(cfg, "keep_last_fp"),
+        quantize_data_input=_flag(cfg, "quantize_data_input"),
         activation=cfg.get("activation"),
-        fold_bn=bool(cfg.get("fold_bn", False)),
+        fold_bn=_flag(cfg, "fold_bn"),
         init=cfg.get("init"),
         weight_init=_quantizer(cfg.get("weight_init"), "method.weight_init"),
         block_order=_block_order(cfg.get("block_order", "model")),
@@ -131,6 +131,13 @@ def build_method(cfg: DictConfig) -> Method:
 
 
 BATCH_NORMS = ("standard", "shift")
+
+
+def _flag(cfg: DictConfig, key: str) -> bool:
+    value = cfg.get(key, False)
+    if not isinstance(value, bool):
+        raise UserError(f"method.{key}={value!r} is invalid; valid: true, false")
+    return value
 OUTPUT_QUANTIZER_LAYERS = ("all", "last")
 
 
