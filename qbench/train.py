@@ -71,8 +71,9 @@ class Trainer:
         self.commit = _git_commit()
         # the run this one starts from (method.init), as summary.json records it; a resumed run keeps its record
         previous = self.run_dir / "summary.json"
-        self.init = (json.loads(previous.read_text()).get("init") if resume and previous.is_file() else None) or (
-            init_record(cfg.method.init) if cfg.method.get("init") else None)
+        self.previous = json.loads(previous.read_text()) if resume and previous.is_file() else {}
+        self.init = self.previous.get("init") or (init_record(cfg.method.init) if cfg.method.get("init") else None)
+        self.earlier_segments: list[dict] = []  # the processes a resumed run ran in before this one
         self.device = distributed.setup(resolve_device(cfg.trainer.device))
         self.main = distributed.is_main()  # only rank 0 of a torchrun job writes
         self.epochs = int(cfg.trainer.epochs)
@@ -117,7 +118,8 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "callbacks": [cb.state_dict() for cb in self.callbacks],
-                "rng": rng, "history": self.history, "wall_seconds": self.wall_before + self._elapsed()}
+                "rng": rng, "history": self.history, "wall_seconds": self.wall_before + self._elapsed(),
+                "segments": self.earlier_segments + [self._segment(epoch)]}
 
     def _restore(self, state: dict) -> None:
         try:
@@ -135,6 +137,19 @@ class Trainer:
                             f"({str(e).splitlines()[0]})") from None
         self.start_epoch, self.history = int(state["epoch"]), list(state["history"])
         self.wall_before = float(state["wall_seconds"])
+        # a checkpoint written before segments were recorded: its process is the one the last summary names
+        p = self.previous
+        self.earlier_segments = list(state.get("segments") or [{
+            "from_epoch": 0, "to_epoch": self.start_epoch, "qbench_commit": p.get("qbench_commit"),
+            "device": p.get("device"), "processes": p.get("processes", 1), "started_at": p.get("started_at"),
+            "wall_seconds": round(self.wall_before, 3)}])
+
+    def _segment(self, to_epoch: int) -> dict:
+        """This process's share of the run: its epochs, commit, device and wall time. A run resumed on other
+        hardware or from another commit lists one segment per process (``summary.json``'s ``segments``)."""
+        return {"from_epoch": self.start_epoch, "to_epoch": to_epoch, "qbench_commit": self.commit,
+                "device": _device_name(self.device), "processes": distributed.world_size(),
+                "started_at": self._started, "wall_seconds": round(self._elapsed(), 3)}
 
     def _elapsed(self) -> float:
         return time.time() - self._t0
@@ -298,6 +313,8 @@ class Trainer:
             "started_at": self._started,
             "run_dir": str(self.run_dir),
             **({"init": self.init} if self.init else {}),
+            **({"segments": self.earlier_segments + [self._segment(len(self.history))]}
+               if self.earlier_segments else {}),
         }
 
 

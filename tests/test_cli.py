@@ -109,6 +109,10 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, method):
     resumed = qbench("train", f"resume={killed}", cwd=tmp_path / "b")
     assert resumed.returncode == 0, resumed.stderr
     assert run_dir_of(resumed) == killed and _summary(killed)["status"] == "completed"
+    first, second = _summary(killed)["segments"]  # one per process, so a table names both
+    assert (first["from_epoch"], first["to_epoch"], second["from_epoch"], second["to_epoch"]) == (
+        0, epoch_in_ckpt, epoch_in_ckpt, 4)
+    assert first["device"] == second["device"] == _summary(full_dir)["device"] and "segments" not in _summary(full_dir)
 
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(_metrics(killed)) == strip(_metrics(full_dir))
@@ -118,6 +122,25 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, method):
 
     again = qbench("train", f"resume={killed}", cwd=tmp_path / "b")
     assert again.returncode == 2 and "already completed" in again.stderr
+
+
+def test_resuming_a_checkpoint_without_segments_credits_the_earlier_process(tmp_path):
+    # checkpoints written before segments were recorded: the earlier process is the one the summary names
+    p = qbench("train", "method=fp", *TINY_MNIST, "data.subset=200", "trainer.epochs=2", cwd=tmp_path)
+    run = run_dir_of(p)
+    ckpt = run / "checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=False)
+    state.update(epoch=1, history=state["history"][:1], wall_seconds=7.0)
+    del state["segments"]
+    torch.save(state, ckpt)
+    summary = {**_summary(run), "status": "interrupted", "qbench_commit": "c" * 40, "device": "cuda (H100)"}
+    (run / "summary.json").write_text(json.dumps(summary))
+    r = qbench("train", f"resume={run}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    earlier, this = _summary(run)["segments"]
+    assert earlier == {"from_epoch": 0, "to_epoch": 1, "qbench_commit": "c" * 40, "device": "cuda (H100)",
+                       "processes": 1, "started_at": summary["started_at"], "wall_seconds": 7.0}
+    assert (this["from_epoch"], this["to_epoch"], this["device"]) == (1, 2, _summary(run)["device"])
 
 
 def test_corrupt_checkpoint_is_reported_and_left_alone(tmp_path):

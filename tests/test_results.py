@@ -144,7 +144,18 @@ def test_tables_say_which_commits_and_hardware_made_them(tmp_path):
     assert notes == ["3 runs finished; qbench commit aaaaaaaaaaaa (2 runs), bbbbbbbbbbbb (1 run)",
                      "device time: 15.0 min on cpu (2 threads), 4.0 min on cuda (NVIDIA H100) "
                      "(wall time x processes, summed over runs)"]
-    assert compare([str(tmp_path)], ["method"]).notes[0].startswith("4 runs finished; qbench commit aaaa")
+    # r2 started on the GPU at commit b and was resumed on the CPU at commit a: both get their share
+    s = tmp_path / "r2" / "summary.json"
+    s.write_text(json.dumps({**json.loads(s.read_text()), "wall_seconds": 180, "segments": [
+        {"from_epoch": 0, "to_epoch": 5, "qbench_commit": "b" * 40, "device": "cuda (NVIDIA H100)",
+         "processes": 1, "wall_seconds": 60},
+        {"from_epoch": 5, "to_epoch": 9, "qbench_commit": "a" * 40, "device": "cpu (2 threads)",
+         "processes": 1, "wall_seconds": 120}]}))
+    assert paper_table("binaryconnect", [str(tmp_path)]).notes == [
+        "3 runs finished (1 of them resumed); qbench commit aaaaaaaaaaaa (3 runs), bbbbbbbbbbbb (1 run)",
+        "device time: 17.0 min on cpu (2 threads), 1.0 min on cuda (NVIDIA H100) "
+        "(wall time x processes, summed over runs)"]
+    assert compare([str(tmp_path)], ["method"]).notes[0].startswith("4 runs finished (1 of them resumed); qbench commit aaaa")
     assert paper_table("sq", [str(tmp_path)]).notes == [  # nothing run: nothing claimed, and where it looked
         f"no finished full-tier runs of this paper's rows under {tmp_path}; it holds 4 finished and 0 unfinished "
         "runs of any kind"]

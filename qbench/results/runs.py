@@ -26,6 +26,11 @@ class Run:
     def completed(self) -> bool:
         return self.summary.get("status") == "completed"
 
+    @property
+    def segments(self) -> list[dict]:
+        """The processes the run trained in: several when it was resumed, else the run as one."""
+        return self.summary.get("segments") or [self.summary]
+
 
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}

@@ -132,16 +132,18 @@ def _short(commit: str | None) -> str:
 
 def provenance(runs: list[Run]) -> list[str]:
     """Where the reproduced numbers come from: qbench commits, hardware, and the device time they took
-    (wall time x processes, summed over runs; on a GPU these are GPU-minutes)."""
+    (wall time x processes, summed over runs; on a GPU these are GPU-minutes). A resumed run counts under
+    every commit and device it trained on."""
     if not runs:
         return []
     minutes: dict[str, float] = {}
-    for r in runs:
-        device, s = r.summary.get("device") or "unknown device", r.summary
+    for s in (s for r in runs for s in r.segments):
+        device = s.get("device") or "unknown device"
         minutes[device] = minutes.get(device, 0.0) + s.get("wall_seconds", 0.0) * s.get("processes", 1) / 60
-    commits = Counter(_short(r.summary.get("qbench_commit")) for r in runs)
-    return [f"{_runs(len(runs))} finished; qbench commit "
-            + ", ".join(f"{c} ({_runs(n)})" for c, n in commits.most_common()),
+    commits = Counter(c for r in runs for c in dict.fromkeys(_short(s.get("qbench_commit")) for s in r.segments))
+    resumed = sum(len(r.segments) > 1 for r in runs)
+    return [f"{_runs(len(runs))} finished" + (f" ({resumed} of them resumed)" if resumed else "")
+            + "; qbench commit " + ", ".join(f"{c} ({_runs(n)})" for c, n in commits.most_common()),
             "device time: " + ", ".join(f"{m:.1f} min on {d}" for d, m in minutes.items())
             + " (wall time x processes, summed over runs)"]
 
