@@ -6,12 +6,18 @@ import torch
 from qbench.quant.ste import straight_through
 
 
+def _plus_minus_one(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """+1 and -1 as 0-dim tensors of ``x``'s dtype and device: ``torch.where`` broadcasts them, so a
+    binarization writes one tensor instead of three."""
+    return x.new_ones(()), x.new_full((), -1.0)
+
+
 def sign(x: torch.Tensor) -> torch.Tensor:
     """BNN eq. 1: x_b = +1 if x >= 0 else -1. Never 0 (``torch.sign`` would give 0 at 0).
 
     No gradient of its own (it is piecewise constant); the STEs below give it one.
     """
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    return torch.where(x >= 0, *_plus_minus_one(x))
 
 
 def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -27,7 +33,7 @@ def stochastic_binarize(x: torch.Tensor, generator: torch.Generator | None = Non
     """
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
     p = hard_sigmoid(x.float())
-    return torch.where(u < p, torch.ones_like(x), -torch.ones_like(x))
+    return torch.where(u < p, *_plus_minus_one(x))
 
 
 def ste_sign(x: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
