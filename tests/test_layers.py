@@ -83,6 +83,55 @@ def test_glorot_lr_scale_matches_bc_code():
     assert shifted[0]["lr_scale"] == 32.0 and abs(shifted[0]["lr"] - 0.032) < 1e-12
 
 
+def test_glorot_lr_scale_exponent_two_steps_as_bc_mnist_code_on_plus_minus_h_weights():
+    """bc_repo's mnist_mlp.py binarizes to +-H (H = sqrt(6 / (fan_in + fan_out)) / 2), clips to [-H, H] and takes
+    plain SGD steps. A batch norm follows the layer, so qbench's +-1 weights v = w / H with lr / H^2 per layer
+    (exponent 2) must take the same step: after it, v = w / H and the batch norm's parameters agree."""
+    from qbench.losses import squared_hinge
+    from qbench.quant import binaryconnect
+    torch.manual_seed(0)
+    x, y, lr = torch.rand(8, 1, 2, 3), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3]), 3.0
+    H = (1.5 / (6 + 4)) ** 0.5
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4, bias=False), nn.BatchNorm1d(4, eps=1e-12))
+    apply_layer_policy(model, binaryconnect, None, False, False)
+    v0 = torch.empty(4, 6).uniform_(-1, 1)
+    with torch.no_grad():
+        model[1].weight.copy_(v0)
+    opt = torch.optim.SGD(GlorotLRScale(exponent=2).param_groups(model, lr), lr=lr)
+    squared_hinge(model(x), y).backward()
+    opt.step()
+
+    class T:
+        pass
+    t = T()
+    t.model = model
+    ClipWeights(1.0).on_after_optimizer_step(t)
+
+    # the code's formulation: w = H v in [-H, H], forward with +-H, identity STE, w <- clip(w - lr dC/dw_b, -H, H)
+    w = (H * v0).requires_grad_()
+    gamma, beta = torch.ones(4, requires_grad=True), torch.zeros(4, requires_grad=True)
+    wb = H * sign(w.detach()) + (w - w.detach())
+    out = F.batch_norm(x.flatten(1) @ wb.T, None, None, gamma, beta, training=True, eps=1e-12)
+    squared_hinge(out, y).backward()
+    w_new = (w - lr * w.grad).clamp(-H, H)
+    torch.testing.assert_close(model[1].weight, w_new.detach() / H, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model[2].weight, (gamma - lr * gamma.grad).detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model[2].bias, (beta - lr * beta.grad).detach(), rtol=1e-5, atol=1e-6)
+    assert (model[1].weight.detach() - v0).abs().max() > 0.1  # the step moved the weights (some to the bound)
+    with pytest.raises(ValueError, match="exponent must be a number > 0, got 0"):
+        GlorotLRScale(exponent=0)
+
+
+def test_mlp_bn_momentum_sets_every_batch_norm():
+    bns = [m for m in create_model("mlp", 1, 10, 28, hidden=[8, 8], bn_momentum=0.33).modules()
+           if isinstance(m, nn.BatchNorm1d)]
+    assert [m.momentum for m in bns] == [0.33] * 3
+    assert all(m.momentum == 0.1 for m in create_model("mlp", 1, 10, 28, hidden=[8]).modules()
+               if isinstance(m, nn.BatchNorm1d))  # null: PyTorch's
+    with pytest.raises(ValueError, match="bn_momentum must be a number in \\(0, 1\\] or null, got 1.5"):
+        create_model("mlp", 1, 10, 28, bn_momentum=1.5)
+
+
 @pytest.mark.parametrize("method", ["binaryconnect", "bnn"])
 def test_bc_and_bnn_start_binarized_weights_from_uniform_minus_one_one(method):
     """binary_connect.py / binary_net.py: W = Uniform((-H, H)), H = 1, for every binarized layer; batch norm

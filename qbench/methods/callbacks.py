@@ -130,16 +130,25 @@ class GlorotLRScale(Callback):
     Binary weights live in [-1, 1] rather than at the layer's init scale, so their steps are scaled up to
     match. Other parameters keep the base learning rate. ``power_of_two``: 1/H rounded to the nearest power of
     two, as BNN's Torch7 conv models do (AP2, so that the step stays a shift).
+
+    ``exponent``: the scale is (1/H)^exponent (None: 1). 2 is BinaryConnect's MNIST code of the paper's time
+    (``mnist_mlp.py``, plain SGD), whose weights are +-H, clipped to [-H, H]. Every binarized layer there feeds
+    a batch norm, so weights w = H v give the same network as v in [-1, 1], and dC/dv = H dC/dw: an SGD step
+    of lr on w is a step of lr / H^2 on v. Under Adam, whose step does not scale with the gradient, 1/H is
+    the same equivalence.
     """
 
-    def __init__(self, power_of_two: bool = False):
-        self.power_of_two = bool(power_of_two)
+    def __init__(self, power_of_two: bool = False, exponent: float | None = None):
+        exponent = 1.0 if exponent is None else exponent
+        if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or exponent <= 0:
+            raise ValueError(f"glorot_lr_scale exponent must be a number > 0, got {exponent!r}")
+        self.power_of_two, self.exponent = bool(power_of_two), float(exponent)
 
     def param_groups(self, model: nn.Module, lr: float) -> list[dict]:
         scaled, ids = [], set()
         for m, w in quantized_weights(model):
             fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
-            scale = 1.0 / math.sqrt(1.5 / (fan_in + fan_out))
+            scale = (1.0 / math.sqrt(1.5 / (fan_in + fan_out))) ** self.exponent
             scale = ap2_scalar(scale) if self.power_of_two else scale
             scaled.append({"params": [w], "lr": lr * scale, "lr_scale": scale})
             ids.add(id(w))
