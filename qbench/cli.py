@@ -18,7 +18,8 @@ USAGE = """usage: qbench <command> [options]
 commands:
   train [key=value ...]     train one run (Hydra overrides, e.g. method=bnn model=mlp dataset=mnist)
   train -m key=a,b ...      a Hydra multirun: one run per combination
-  train resume=<run dir>    continue an interrupted run from its last checkpoint
+  train resume=<run dir> [trainer.device=… trainer.compile=true …]
+                            continue an interrupted run from its last checkpoint
   ptq run=<run dir> [method.w_bits=8 method.a_bits=8 method.per_channel=true method.calib_batches=100]
                             post-training quantization of a finished full-precision run
   table paper=<key> [table=T] [runs=<dir>...] [tier=full|smoke] [out=<dir>]
@@ -98,10 +99,12 @@ def _overrides(args: list[str]) -> list[str]:
 def train(args: list[str]) -> int:
     resume = [a for a in args if a.startswith("resume=")]
     if resume and resume[0] != "resume=null":
-        if len(args) != 1:
-            raise UserError("resume=<run dir> continues a run with its own config and takes no other "
-                            f"arguments; got: {' '.join(a for a in args if not a.startswith('resume='))}")
-        return resume_run(Path(resume[0].split("=", 1)[1]))
+        others = [a for a in args if not a.startswith("resume=")]
+        bad = [a for a in others if a.partition("=")[0] not in RESUME_KEYS or "=" not in a]
+        if bad:
+            raise UserError(f"resume=<run dir> continues a run with its own config; it takes only where and how to "
+                            f"run it ({', '.join(RESUME_KEYS)}), got: {' '.join(bad)}")
+        return resume_run(Path(resume[0].split("=", 1)[1]), others)
     from qbench import distributed
 
     if distributed.world_size() > 1 and any(a in ("-m", "--multirun") for a in args):
@@ -156,7 +159,7 @@ def _launch_hydra(args: list[str]) -> None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def run(cfg, run_dir: Path, resume: bool = False):
+def run(cfg, run_dir: Path, resume: bool = False, overrides: list[str] = ()):
     from omegaconf import OmegaConf
 
     from qbench import distributed
@@ -168,7 +171,7 @@ def run(cfg, run_dir: Path, resume: bool = False):
                         "(set hydra.run.dir to a new folder)")
     if main and not resume:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    summary = Trainer(cfg, run_dir, resume=resume).fit()
+    summary = Trainer(cfg, run_dir, resume=resume, overrides=overrides).fit()
     if not main:
         return summary["final_val_acc"]
     acc = summary["final_val_acc"]
@@ -179,7 +182,13 @@ def run(cfg, run_dir: Path, resume: bool = False):
     return acc
 
 
-def resume_run(run_dir: Path) -> int:
+# settings a resumed run may change: where and how it runs, never what it trains (summary.json's segments
+# record them for the process that used them)
+RESUME_KEYS = ("trainer.device", "trainer.progress", "trainer.compile", "trainer.compile_backend",
+               "trainer.compile_mode", "data.root", "data.workers")
+
+
+def resume_run(run_dir: Path, overrides: list[str] = ()) -> int:
     from omegaconf import OmegaConf
 
     from qbench.config import check_buildable, check_data, validate
@@ -194,6 +203,7 @@ def resume_run(run_dir: Path) -> int:
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(f"run {run_dir} has no checkpoint yet (it stopped in its first epoch); start it anew")
     cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.merge_with_dotlist(list(overrides))
     validate(cfg)
     check_buildable(cfg)
     check_data(cfg)
@@ -202,7 +212,7 @@ def resume_run(run_dir: Path) -> int:
     if distributed.is_main():
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
                             handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")])
-    run(cfg, run_dir, resume=True)
+    run(cfg, run_dir, resume=True, overrides=list(overrides))
     return 0
 
 

@@ -66,8 +66,10 @@ def _git_commit() -> str | None:
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: Path, resume: bool = False):
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+    def __init__(self, cfg: DictConfig, run_dir: Path, resume: bool = False, overrides: list[str] = ()):
+        """``overrides``: the execution settings a resumed process changed (``qbench train resume=<dir>
+        trainer.compile=true``), recorded in its segment."""
+        self.cfg, self.run_dir, self.overrides = cfg, Path(run_dir), list(overrides)
         self.commit = _git_commit()
         # the run this one starts from (method.init), as summary.json records it; a resumed run keeps its record
         previous = self.run_dir / "summary.json"
@@ -149,7 +151,8 @@ class Trainer:
         hardware or from another commit lists one segment per process (``summary.json``'s ``segments``)."""
         return {"from_epoch": self.start_epoch, "to_epoch": to_epoch, "qbench_commit": self.commit,
                 "device": _device_name(self.device), "processes": distributed.world_size(),
-                "started_at": self._started, "wall_seconds": round(self._elapsed(), 3)}
+                "started_at": self._started, "wall_seconds": round(self._elapsed(), 3),
+                **({"overrides": self.overrides} if self.overrides else {})}
 
     def _elapsed(self) -> float:
         return time.time() - self._t0

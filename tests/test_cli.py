@@ -135,9 +135,12 @@ def test_resuming_a_checkpoint_without_segments_credits_the_earlier_process(tmp_
     torch.save(state, ckpt)
     summary = {**_summary(run), "status": "interrupted", "qbench_commit": "c" * 40, "device": "cuda (H100)"}
     (run / "summary.json").write_text(json.dumps(summary))
-    r = qbench("train", f"resume={run}", cwd=tmp_path)
+    config = (run / "config.yaml").read_text()
+    r = qbench("train", f"resume={run}", "trainer.device=cpu", cwd=tmp_path)  # how to run it: allowed, recorded
     assert r.returncode == 0, r.stderr
+    assert (run / "config.yaml").read_text() == config
     earlier, this = _summary(run)["segments"]
+    assert this["overrides"] == ["trainer.device=cpu"] and "overrides" not in earlier
     assert earlier == {"from_epoch": 0, "to_epoch": 1, "qbench_commit": "c" * 40, "device": "cuda (H100)",
                        "processes": 1, "started_at": summary["started_at"], "wall_seconds": 7.0}
     assert (this["from_epoch"], this["to_epoch"], this["device"]) == (1, 2, _summary(run)["device"])
@@ -162,7 +165,9 @@ def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path):
         (["train", "-m", "method=fp", "seed=0,1", "trainer.epochs=-1"], "trainer.epochs=-1 is invalid"),
         (["train", "dataset=mnist", f"data.root={tmp_path / 'nowhere'}"], "not found under data root"),
         (["train", "resume=/no/such/run"], "not a qbench run directory"),
-        (["train", "resume=/no/such/run", "seed=1"], "takes no other arguments"),
+        (["train", "resume=/no/such/run", "seed=1"], "it takes only where and how to run it (trainer.device, "
+         "trainer.progress, trainer.compile, trainer.compile_backend, trainer.compile_mode, data.root, data.workers), "
+         "got: seed=1"),
         (["frobnicate"], "unknown command 'frobnicate'; valid: train, "),
     ]
     for args, message in cases:
