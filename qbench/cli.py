@@ -190,6 +190,7 @@ RESUME_KEYS = ("trainer.device", "trainer.progress", "trainer.compile", "trainer
 
 def resume_run(run_dir: Path, overrides: list[str] = ()) -> int:
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from qbench.config import check_buildable, check_data, validate
 
@@ -203,7 +204,11 @@ def resume_run(run_dir: Path, overrides: list[str] = ()) -> int:
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(f"run {run_dir} has no checkpoint yet (it stopped in its first epoch); start it anew")
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    cfg.merge_with_dotlist(list(overrides))
+    try:  # a malformed value (`trainer.device=${x`) or a dangling interpolation is the user's, not a crash
+        cfg.merge_with_dotlist(list(overrides))
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise UserError(f"resume override {' '.join(overrides)}: {str(e).splitlines()[0]}") from None
     validate(cfg)
     check_buildable(cfg)
     check_data(cfg)

@@ -136,6 +136,11 @@ def test_resuming_a_checkpoint_without_segments_credits_the_earlier_process(tmp_
     summary = {**_summary(run), "status": "interrupted", "qbench_commit": "c" * 40, "device": "cuda (H100)"}
     (run / "summary.json").write_text(json.dumps(summary))
     config = (run / "config.yaml").read_text()
+    for bad, says in (("trainer.device=${x", "trainer.device=${x"), ("trainer.device=${nope}", "'nope' not found"),
+                      ("trainer.compile=maybe", "trainer.compile='maybe' is invalid")):
+        r = qbench("train", f"resume={run}", bad, cwd=tmp_path)  # a bad value: one line, nothing touched
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and _summary(run) == summary
     r = qbench("train", f"resume={run}", "trainer.device=cpu", cwd=tmp_path)  # how to run it: allowed, recorded
     assert r.returncode == 0, r.stderr
     assert (run / "config.yaml").read_text() == config
