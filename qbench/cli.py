@@ -169,15 +169,19 @@ def run(cfg, run_dir: Path, resume: bool = False, overrides: list[str] = ()):
     if main and not resume and ((run_dir / "summary.json").exists() or (run_dir / "checkpoints").exists()):
         raise UserError(f"run directory {run_dir} already holds a run; qbench never overwrites one "
                         "(set hydra.run.dir to a new folder)")
-    if main and not resume:
+    trainer = Trainer(cfg, run_dir, resume=resume, overrides=overrides)
+    if main and not resume:  # written once the data and model are built: a bad setting leaves no run behind
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    summary = Trainer(cfg, run_dir, resume=resume, overrides=overrides).fit()
+    summary = trainer.fit()
     if not main:
         return summary["final_val_acc"]
     acc = summary["final_val_acc"]
     print(f"{summary['method']} {summary['model']} {summary['dataset']} seed {summary['seed']}: "
           f"final val_acc {100 * acc:.2f}% after {summary['epochs_completed']} epochs, "
           f"{summary['wall_seconds']:.0f} s on {summary['device']}" if acc is not None else "no evaluation ran")
+    if summary.get("test_acc_at_best_val") is not None:
+        print(f"test acc {100 * summary['test_acc_at_best_val']:.2f}% at the best validation epoch "
+              f"({summary['best_val_epoch']}); {100 * summary['final_test_acc']:.2f}% at the last")
     print(f"run dir: {run_dir}", flush=True)
     return acc
 

@@ -177,6 +177,10 @@ def validate(cfg: DictConfig) -> None:
     _int(cfg, "trainer.steps_per_epoch", 1, optional=True)
     _int(cfg, "data.subset", 1, optional=True)
     _int(cfg, "data.val_subset", 1, optional=True)
+    _int(cfg, "data.holdout", 1, optional=True)
+    if cfg.data.get("holdout") and cfg.dataset.name == "imagenet":
+        raise UserError(f"data.holdout={cfg.data.holdout} is for the datasets held in memory (valid: null for "
+                        "imagenet, whose validation set is its own folder)")
     t = cfg.trainer
     if t.loss not in LOSSES:
         raise UserError(f"trainer.loss={t.loss!r} is invalid; valid: {choices(LOSSES)}")

@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 TB_NAMES = {"train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "val/loss", "val_acc": "val/acc",
-            "val_top5": "val/top5", "lr": "lr"}
+            "val_top5": "val/top5", "test_loss": "test/loss", "test_acc": "test/acc", "test_top5": "test/top5",
+            "lr": "lr"}
 
 
 def console() -> Console:

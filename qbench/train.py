@@ -232,6 +232,10 @@ class Trainer:
     def evaluate(self) -> tuple[float, float, float]:
         return evaluate(self.model, self.data.val, self.loss_fn, self.autocast)
 
+    def evaluate_test(self) -> tuple[float, float, float]:
+        """The test split, when the validation set is held out of the training split (``data.holdout``)."""
+        return evaluate(self.model, self.data.test, self.loss_fn, self.autocast)
+
     def fit(self) -> dict:
         self._t0, self._started = time.time(), _now()
         summary = self._summary("running")
@@ -252,12 +256,14 @@ class Trainer:
                     train_loss, train_acc = self.train_epoch(bar)
                     evaluate = (epoch + 1) % int(self.cfg.trainer.eval_every) == 0 or epoch + 1 == self.epochs
                     val_loss, val_acc, val_top5 = self.evaluate() if evaluate else (None, None, None)
+                    test = self.evaluate_test() if evaluate and self.data.test is not None else None
                     self.scheduler.step()
                     extra = self._hook("on_epoch_end", epoch)
                     if not math.isfinite(train_loss):
                         raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch + 1}")
                     record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                               "val_loss": val_loss, "val_acc": val_acc, "val_top5": val_top5, "lr": lr,
+                              **({"test_loss": test[0], "test_acc": test[1], "test_top5": test[2]} if test else {}),
                               "seconds": time.time() - t, **extra}
                     self.history.append(record)
                     every = int(self.cfg.trainer.checkpoint_every)
@@ -268,8 +274,8 @@ class Trainer:
                         log.info(_epoch_line(record, self.epochs))
             summary = self._summary("completed")
             if self.main:
-                self.metrics.hparams(self._hparams(), {"final_val_acc": summary["final_val_acc"],
-                                                       "best_val_acc": summary["best_val_acc"]})
+                self.metrics.hparams(self._hparams(), {k: summary[k] for k in (
+                    "final_val_acc", "best_val_acc", "test_acc_at_best_val") if k in summary})
         except KeyboardInterrupt:
             summary = self._summary("interrupted")
             raise
@@ -316,9 +322,24 @@ class Trainer:
             "started_at": self._started,
             "run_dir": str(self.run_dir),
             **({"init": self.init} if self.init else {}),
+            **(selected_test(self.history) if self.data.test is not None else {}),
             **({"segments": self.earlier_segments + [self._segment(len(self.history))]}
                if self.earlier_segments else {}),
         }
+
+
+def selected_test(history: list[dict]) -> dict:
+    """With a held-out validation set (``data.holdout``): the test accuracy at the epoch of best validation
+    accuracy, the latest such epoch on a tie (BinaryConnect's code keeps the test error of the last epoch whose
+    validation error is <= the best so far; its paper and BNN's report that number), and at the last epoch."""
+    evaluated = [r for r in history if r.get("test_acc") is not None]
+    if not evaluated:
+        return {"best_val_epoch": None, "test_acc_at_best_val": None, "test_top5_at_best_val": None,
+                "final_test_acc": None, "final_test_top5": None}
+    best = max(reversed(evaluated), key=lambda r: r["val_acc"])  # max keeps the first of ties: the latest epoch
+    return {"best_val_epoch": best["epoch"], "test_acc_at_best_val": best["test_acc"],
+            "test_top5_at_best_val": best["test_top5"], "final_test_acc": evaluated[-1]["test_acc"],
+            "final_test_top5": evaluated[-1]["test_top5"]}
 
 
 def build_model(cfg: DictConfig, method, data) -> torch.nn.Module:
@@ -357,6 +378,8 @@ def _device_name(device: torch.device) -> str:
 
 def _epoch_line(r: dict, epochs: int) -> str:
     val = f"val_loss {r['val_loss']:.4f} val_acc {100 * r['val_acc']:.2f}%" if r["val_acc"] is not None else "no eval"
+    if r.get("test_acc") is not None:
+        val += f" test_acc {100 * r['test_acc']:.2f}%"
     return (f"epoch {r['epoch']}/{epochs}  train_loss {r['train_loss']:.4f} train_acc {100 * r['train_acc']:.2f}%  "
             f"{val}  lr {r['lr']:.3g}  {r['seconds']:.1f}s")
 

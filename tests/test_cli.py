@@ -44,6 +44,30 @@ def test_train_mnist_binaryconnect_end_to_end(tmp_path):
     assert "binaryconnect(mode=det)" in (run / "train.log").read_text()  # the layer table
 
 
+def test_a_held_out_validation_set_and_the_test_split_beside_it(tmp_path):
+    p = qbench("train", "method=binaryconnect", *TINY_MNIST, "data.holdout=1000", "trainer.epochs=3",
+               "trainer.loss=squared_hinge", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    run, m = run_dir_of(p), _metrics(run_dir_of(p))
+    s = _summary(run)
+    assert all(r["test_acc"] is not None and r["test_acc"] != r["val_acc"] for r in m)  # two evaluations
+    best = max(reversed(m), key=lambda r: r["val_acc"])
+    assert (s["best_val_epoch"], s["test_acc_at_best_val"]) == (best["epoch"], best["test_acc"])
+    assert s["final_test_acc"] == m[-1]["test_acc"] and s["final_val_acc"] == m[-1]["val_acc"]
+    assert f"test acc {100 * best['test_acc']:.2f}% at the best validation epoch ({best['epoch']})" in p.stdout
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tb = EventAccumulator(str(run / "tb"))
+    tb.Reload()
+    assert {"test/acc", "test/loss", "hparam/test_acc_at_best_val"} <= set(tb.Tags()["scalars"])
+    # too large a hold-out: one line, and no run directory that looks like a run
+    (tmp_path / "b").mkdir()
+    bad = qbench("train", "method=fp", "model=mlp", "dataset=mnist", "data.holdout=60000", cwd=tmp_path / "b")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"qbench: error: data.holdout=60000 leaves no training examples: the mnist training split under {DATA} "
+        "has 60000; valid: 1 to 59999"]
+    assert not list((tmp_path / "b").glob("runs/*/*/config.yaml")) and not list((tmp_path / "b").rglob("summary.json"))
+
+
 def test_train_cifar10_bnn_and_fp_on_real_subset(tmp_path):
     common = ["model=vgg_small", "model.width=0.125", "dataset=cifar10", "data.subset=2000",
               "data.val_subset=1000", "trainer.epochs=3", "trainer.batch_size=100"]
@@ -173,6 +197,9 @@ def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path):
         (["train", "resume=/no/such/run", "seed=1"], "it takes only where and how to run it (trainer.device, "
          "trainer.progress, trainer.compile, trainer.compile_backend, trainer.compile_mode, data.root, data.workers), "
          "got: seed=1"),
+        (["train", "data.holdout=0"], "data.holdout=0 is invalid; allowed: an integer >= 1 or null"),
+        (["train", "dataset=imagenet", "model=resnet18", "data.holdout=5"],
+         "data.holdout=5 is for the datasets held in memory (valid: null for imagenet"),
         (["frobnicate"], "unknown command 'frobnicate'; valid: train, "),
     ]
     for args, message in cases:

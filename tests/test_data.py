@@ -339,3 +339,44 @@ def test_whitened_images_from_the_training_split(data_root):
     lcn = build_data(compose(["dataset=mnist", "dataset.gcn=1", "dataset.lcn=7", *over]), torch.device("cpu"), seed=0)
     expected = local_contrast_normalize(global_contrast_normalize(test_rows, 1).view(50, 1, 28, 28), 7)
     assert torch.allclose(next(iter(lcn.val))[0].double(), expected, atol=1e-5)
+
+
+def test_holdout_is_the_end_of_the_training_split_in_file_order(data_root):
+    """BinaryConnect's and BNN's MNIST: train on the first 50000, validate on the last 10000, test on the test
+    split. data.subset then draws from the first part only."""
+    images, labels, _ = load_split("mnist", data_root, "train", 1)
+    test, test_labels, _ = load_split("mnist", data_root, "test", 1)
+    over = ["dataset=mnist", f"data.root={data_root}", "dataset.mean=[0]", "dataset.std=[1]",
+            "trainer.eval_batch_size=20000"]
+    data = build_data(compose(over + ["data.holdout=10000", "trainer.batch_size=50000"]), torch.device("cpu"), 0)
+    (v, vy), = list(data.val)
+    assert torch.equal(v, images[50000:].float() / 255) and torch.equal(vy, labels[50000:])
+    (t, ty), = list(data.test)
+    assert torch.equal(t, test.float() / 255) and torch.equal(ty, test_labels)
+    ink = lambda x: torch.sort((x * 255).round().long().flatten(1).sum(1)).values  # noqa: E731 -- per image, exact
+    (x, _), = list(data.train)  # one batch of the whole (shuffled) training part: exactly the first 50000
+    assert len(x) == 50000 and torch.equal(ink(x), ink(images[:50000].float() / 255))
+    sub = build_data(compose(over + ["data.holdout=10000", "data.subset=300", "trainer.batch_size=300"]),
+                     torch.device("cpu"), 0)
+    (xs, _), = list(sub.train)
+    assert torch.equal(ink(xs), ink(images[:50000][fixed_subset(50000, 300)].float() / 255))
+    no_holdout = build_data(compose(over + ["data.val_subset=10"]), torch.device("cpu"), 0)
+    assert no_holdout.test is None and len(next(iter(no_holdout.val))[0]) == 10  # validation = the test split
+
+
+def test_holdout_is_excluded_from_the_whitening_fit(data_root):
+    from qbench.data.preprocess import zca_fit
+
+    images, _, _ = load_split("mnist", data_root, "train", 1)
+    cfg = compose(["dataset=mnist", f"data.root={data_root}", "dataset.zca=1e-5", "data.holdout=59700",
+                   "trainer.batch_size=300", "trainer.eval_batch_size=100"])
+    data = build_data(cfg, torch.device("cpu"), 0)
+    mu, p = zca_fit(images[:300].reshape(300, -1).double() / 255, 1e-5)  # the 300 trained on, not the held out
+    held = images[300:400].reshape(100, -1).double() / 255
+    assert torch.allclose(next(iter(data.val))[0].flatten(1).double(), (held - mu) @ p, atol=1e-4)
+
+
+def test_holdout_larger_than_the_training_split_is_one_line(data_root):
+    cfg = compose(["dataset=mnist", f"data.root={data_root}", "data.holdout=60000"])
+    with pytest.raises(UserError, match=r"data.holdout=60000 leaves no training examples.*has 60000; valid: 1 to 59999"):
+        build_data(cfg, torch.device("cpu"), 0)

@@ -70,7 +70,7 @@ def test_registry_statuses_are_known_and_unconfirmed_never_shown_as_confirmed():
 
 
 def _fake_run(root: Path, name: str, method: str, seed: int, acc: float, status="completed", tags=None,
-              **method_keys):
+              summary=None, **method_keys):
     d = root / name
     d.mkdir(parents=True)
     cfg = {"seed": seed, "method": {"name": method, **method_keys}, "model": {"name": "mlp"},
@@ -78,7 +78,7 @@ def _fake_run(root: Path, name: str, method: str, seed: int, acc: float, status=
            "tags": tags or {}}
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     (d / "summary.json").write_text(json.dumps({"status": status, "final_val_acc": acc, "best_val_acc": acc,
-                                                "epochs_completed": 5}))
+                                                "epochs_completed": 5, **(summary or {})}))
 
 
 def test_grouping_averages_seeds_never_configs_and_skips_unfinished(tmp_path):
@@ -366,3 +366,28 @@ def test_a_top5_figure_is_read_from_its_top1_rows_runs(tmp_path):
     bad = [Figure("p", "a", "top5", 1.0, "primary", experiment={"runs_of": "nope"})]
     with pytest.raises(UserError, match="figure 'a' has runs_of 'nope', which is not a figure with its own"):
         _check_references("p", bad)
+
+
+def test_with_a_holdout_the_test_accuracy_at_the_latest_best_validation_epoch_is_reported():
+    """BinaryConnect's code: `if val_err <= best_val_err: ... test_err = ...`: a tie moves the choice later."""
+    from qbench.train import selected_test
+    h = [{"epoch": 1, "val_acc": 0.90, "test_acc": 0.89, "test_top5": 0.99},
+         {"epoch": 2, "val_acc": None, "test_acc": None, "test_top5": None},  # not evaluated (eval_every)
+         {"epoch": 3, "val_acc": 0.95, "test_acc": 0.93, "test_top5": 1.0},
+         {"epoch": 4, "val_acc": 0.94, "test_acc": 0.96, "test_top5": 1.0},
+         {"epoch": 5, "val_acc": 0.95, "test_acc": 0.94, "test_top5": 1.0},   # ties epoch 3: the later one
+         {"epoch": 6, "val_acc": 0.93, "test_acc": 0.97, "test_top5": 1.0}]
+    assert selected_test(h) == {"best_val_epoch": 5, "test_acc_at_best_val": 0.94, "test_top5_at_best_val": 1.0,
+                                "final_test_acc": 0.97, "final_test_top5": 1.0}
+    assert selected_test(h[1:2])["test_acc_at_best_val"] is None
+
+
+def test_a_holdout_run_fills_its_row_with_the_test_error_at_its_best_validation_epoch(tmp_path):
+    row = {"paper": "binaryconnect", "table": "-", "row": "mnist_w1_a32_det_err", "tier": "full"}
+    for name, seed, test, epoch in (("a", 0, 0.988, 812), ("b", 1, 0.986, 934)):
+        _fake_run(tmp_path, name, "binaryconnect", seed, 0.99, tags=row, mode="det",
+                  summary={"best_val_epoch": epoch, "test_acc_at_best_val": test, "final_test_acc": 0.5})
+    det = {r[1]: r for r in paper_table("binaryconnect", [str(tmp_path)]).rows}["MNIST W1/A32 det"]
+    assert det[5] == "1.30 ± 0.14 (n=2)" and det[7] == "5 (test at best val epoch 812/934)"  # not 1 - val acc
+    table = compare([str(tmp_path)], ["method"])
+    assert table.columns[3] == "test acc % at best val" and table.rows[0][3] == "98.70 ± 0.14 (n=2)"

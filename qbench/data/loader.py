@@ -153,21 +153,24 @@ class EpochOfSteps:
 @dataclass
 class Data:
     train: object
-    val: object
+    val: object  # the test split; with data.holdout, the held-out end of the training split
     in_channels: int
     num_classes: int
     image_size: int
     generator: torch.Generator  # holds the data order; checkpointed for exact resume
+    test: object | None = None  # with data.holdout: the test split, evaluated beside the validation set
 
 
 def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
-    """Train and validation batches for ``cfg.dataset`` (validation = the dataset's test split)."""
+    """Train and validation batches for ``cfg.dataset``. Validation is the dataset's test split, unless
+    ``data.holdout`` = N: then the last N examples of the training split, in file order, are the validation set
+    (BinaryConnect's and BNN's 50k / 10k MNIST split) and the test split is ``Data.test``."""
     ds, dc = cfg.dataset, cfg.data
     root = dc.root or default_root()
     bs = int(cfg.trainer.batch_size)
     gen_device = device if ds.name != "imagenet" else torch.device("cpu")
     generator = torch.Generator(device=gen_device).manual_seed(seed)
-    if ds.name == "imagenet":
+    if ds.name == "imagenet":  # (data.holdout is refused for ImageNet by qbench.config.validate)
         train = StreamLoader(locate("imagenet", root, "train")[1], bs, ds.mean, ds.std, True, ds.image_size,
                              dc.workers, generator, device, bool(ds.augment.hflip), ds.augment.get("resize"),
                              dc.subset)
@@ -175,11 +178,8 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
                            dc.workers, torch.Generator().manual_seed(0), device, subset=dc.val_subset)
         return Data(_steps(train, cfg), val, ds.in_channels, ds.num_classes, ds.image_size, generator)
 
-    # gcn / lcn / zca (checked by qbench.config.validate) replace the mean / std normalization
-    loaders, gcn, lcn, zca, whitening = {}, ds.get("gcn"), ds.get("lcn"), ds.get("zca"), None
-    pre = bool(gcn or lcn or zca)
-    mean, std = ([0.0] * ds.in_channels, [1.0] * ds.in_channels) if pre else (ds.mean, ds.std)
-    for split, subset in (("train", dc.subset), ("test", dc.val_subset)):
+    splits = {}
+    for split in ("train", "test"):
         images, labels, classes = load_split(ds.name, root, split, ds.in_channels, bool(dc.download))
         if split == "train" and ds.get("extra"):  # SVHN's extra split joins the training set
             more, more_labels, _ = load_split(ds.name, root, "extra", ds.in_channels, bool(dc.download))
@@ -188,12 +188,29 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
             raise UserError(f"{ds.name} {split} split under {root} has {len(classes)} classes of "
                             f"{images.shape[1]}x{images.shape[2]}x{images.shape[3]} images; the dataset config "
                             f"expects {ds.num_classes} classes of {ds.in_channels}x{ds.image_size}x{ds.image_size}")
-        keep = fixed_subset(len(labels), subset)
+        splits[split] = images, labels
+    holdout = dc.get("holdout")  # .get: runs written before the setting existed still resume
+    if holdout:
+        images, labels = splits.pop("train")
+        if holdout >= len(labels):
+            raise UserError(f"data.holdout={holdout} leaves no training examples: the {ds.name} training split "
+                            f"under {root} has {len(labels)}; valid: 1 to {len(labels) - 1}")
+        cut = len(labels) - holdout
+        splits = {"train": (images[:cut], labels[:cut]), "holdout": (images[cut:], labels[cut:]), **splits}
+    # data.subset: of what is trained on; data.val_subset: of the test split
+    subsets = {"train": dc.subset, "holdout": None, "test": dc.val_subset}
+
+    # gcn / lcn / zca (checked by qbench.config.validate) replace the mean / std normalization
+    loaders, gcn, lcn, zca, whitening = {}, ds.get("gcn"), ds.get("lcn"), ds.get("zca"), None
+    pre = bool(gcn or lcn or zca)
+    mean, std = ([0.0] * ds.in_channels, [1.0] * ds.in_channels) if pre else (ds.mean, ds.std)
+    for split, (images, labels) in splits.items():
+        keep = fixed_subset(len(labels), subsets[split])
         if keep is not None:
             images, labels = images[keep], labels[keep]
         train = split == "train"
         images = images.to(device)
-        if zca:  # mu and P from the training split (as used: after data.subset), applied to both
+        if zca:  # mu and P from the training images (as used: after data.holdout and data.subset), applied to all
             whitening = whitening or preprocess.fit(images, gcn, lcn, float(zca))
         if pre:
             images = preprocess.apply(images, gcn, lcn, whitening)
@@ -201,6 +218,9 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
             images, labels.to(device), bs if train else int(cfg.trainer.eval_batch_size),
             mean, std, train, crop_padding=ds.augment.crop_padding if train else 0,
             hflip=bool(ds.augment.hflip) if train else False, generator=generator if train else None)
+    if holdout:
+        return Data(_steps(loaders["train"], cfg), loaders["holdout"], ds.in_channels, ds.num_classes,
+                    ds.image_size, generator, test=loaders["test"])
     return Data(_steps(loaders["train"], cfg), loaders["test"], ds.in_channels, ds.num_classes, ds.image_size,
                 generator)
 

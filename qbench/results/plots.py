@@ -9,7 +9,9 @@ from qbench.results.runs import Run
 
 METRICS = {"val_acc": "validation accuracy (%)", "val_top5": "validation top-5 accuracy (%)",
            "train_acc": "training accuracy (%)",
-           "val_loss": "validation loss", "train_loss": "training loss", "lr": "learning rate"}
+           "val_loss": "validation loss", "train_loss": "training loss", "lr": "learning rate",
+           "test_acc": "test accuracy (%, data.holdout runs)", "test_top5": "test top-5 accuracy (%, data.holdout runs)",
+           "test_loss": "test loss (data.holdout runs)"}
 
 
 def _curve(run: Run, metric: str) -> dict[int, float]:

@@ -61,6 +61,8 @@ def settings(f: Figure, tier: str) -> dict:
     out.update(e.get("recipe") or {})
     if tier == "smoke":
         out.update(SMOKE)
+        if out.get("data.holdout"):  # a held-out validation set: a sliver too
+            out["data.holdout"] = SMOKE["data.val_subset"]
         out.update(e.get("smoke") or {})  # a row's own smoke settings (a staged method needs an epoch per stage)
     return out
 

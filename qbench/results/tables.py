@@ -27,12 +27,21 @@ METRICS = {"err": ("final_val_acc", True, True), "top1_err": ("final_val_acc", T
            "top5": ("final_val_top5", False, True), "top5_err": ("final_val_top5", True, True)}
 
 
+# a run with a held-out validation set (data.holdout) reports the test split at its best validation epoch,
+# as BinaryConnect and BNN do: its final_val_* are the held-out set's
+SELECTED = {"final_val_acc": "test_acc_at_best_val", "final_val_top5": "test_top5_at_best_val"}
+
+
 def _pct(summary: dict, metric: str) -> float | None:
-    """A run's final value in the figure's metric, from its summary.json; None where qbench does not measure
-    the metric (mAP) or the run does not record it (runs from before top-5 was recorded)."""
-    if metric not in METRICS or summary.get(METRICS[metric][0]) is None:
+    """A run's value in the figure's metric, from its summary.json: the last epoch's, or with data.holdout the
+    test split's at the best validation epoch; None where qbench does not measure the metric (mAP) or the run
+    does not record it (runs from before top-5 was recorded)."""
+    if metric not in METRICS:
         return None
     key, as_error, percent = METRICS[metric]
+    key = SELECTED[key] if "best_val_epoch" in summary else key
+    if summary.get(key) is None:
+        return None
     value = 1 - summary[key] if as_error else summary[key]
     return 100 * value if percent else value
 
@@ -214,9 +223,12 @@ def _reproduced(f: Figure, groups: list[Group], not_counted: str = "") -> list:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     delta = "" if f.value is None or isinstance(f.value, str) else _signed(mean - f.value)
-    epochs = sorted({r.summary.get("epochs_completed") for r in g.runs})
+    epochs = "/".join(map(str, sorted({r.summary.get("epochs_completed") for r in g.runs})))
+    selected = [r.summary["best_val_epoch"] for r in g.runs if "best_val_epoch" in r.summary]
+    if selected:  # data.holdout: the reported figure is each run's test value at its best validation epoch
+        epochs += f" (test at best val epoch {'/'.join(map(str, selected))})"
     shown = _fmt(mean, std, len(values)) + (f"; not counted: {not_counted}" if not_counted else "")
-    return base + [shown, delta, "/".join(map(str, epochs))]
+    return base + [shown, delta, epochs]
 
 
 def labelled_groups(run_patterns: list[str], by: list[str]) -> tuple[list[tuple[list, str, Group]], int]:
@@ -245,13 +257,20 @@ def labelled_groups(run_patterns: list[str], by: list[str]) -> tuple[list[tuple[
 
 def compare(run_patterns: list[str], by: list[str]) -> Output:
     labelled, n_runs = labelled_groups(run_patterns, by)
+    held_out = any("best_val_epoch" in r.summary for _, _, g in labelled for r in g.runs)  # data.holdout runs
     out = Output(f"{n_runs} finished runs in {len(labelled)} configurations",
-                 [*by, "val acc % (mean ± std)", "best %", "epochs", "other differences"])
+                 [*by, "val acc % (mean ± std)", "best %"] + ["test acc % at best val"] * held_out
+                 + ["epochs", "other differences"])
     for values, others, g in labelled:
         mean, std = g.mean_std()
         best, _ = g.mean_std("best_val_acc")
         epochs = "/".join(str(e) for e in sorted({r.summary.get("epochs_completed") for r in g.runs}))
-        out.add(*values, _fmt(100 * mean, 100 * std, len(g.values())) if mean is not None else "-",
-                f"{100 * best:.2f}" if best is not None else "-", epochs, others)
+        cells = [_fmt(100 * mean, 100 * std, len(g.values())) if mean is not None else "-",
+                 f"{100 * best:.2f}" if best is not None else "-"]
+        if held_out:
+            test, test_std = g.mean_std("test_acc_at_best_val")
+            cells.append(_fmt(100 * test, 100 * test_std, len(g.values("test_acc_at_best_val")))
+                         if test is not None else "-")
+        out.add(*values, *cells, epochs, others)
     out.notes = provenance([r for _, _, g in labelled for r in g.runs])
     return out
