@@ -5,9 +5,10 @@ The reference binarizes with plain sign and its STE wherever the method quantize
 baseline for sign-based methods (binaryconnect det, bnn); for scaled or multi-bit methods it is cheaper
 than the method itself.
 
-Speed targets live here as printed ratios, never in unit tests. Data is CIFAR-10-shaped random uint8 images
-(throughput does not depend on pixel values); the qbench path serves them as the trainer does, from device
-memory with batched crop and flip.
+Speed targets live here as printed ratios, never in unit tests. Data is random uint8 images of the dataset's
+shape (CIFAR-10 unless ``dataset=`` says otherwise; throughput does not depend on pixel values) with the
+dataset's crop and flip; the qbench path serves them as the trainer does, from device memory. The fp baseline
+takes every override but the ``method.*`` ones, which are the measured method's own settings.
 """
 from __future__ import annotations
 
@@ -29,7 +30,6 @@ from qbench.methods.policy import apply_layer_policy
 from qbench.optim import build_optimizer
 from qbench.train import build_model, resolve_device
 
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 class _RefSign(torch.autograd.Function):
@@ -55,10 +55,16 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def _own(method: str, overrides: list[str]) -> list[str]:
+    """The overrides a method is measured with: the fp baseline leaves out the method's own settings."""
+    return [o for o in overrides if method != "fp" or not o.lstrip("+~").startswith("method.")]
+
+
 def _model(method: str, model: str, overrides: list[str], device, reference: bool):
-    cfg = compose([f"method={method}", f"model={model}", "dataset=cifar10", *overrides])
+    cfg = compose([f"method={method}", f"model={model}", "dataset=cifar10", *_own(method, overrides)])
     m = build_method(cfg.method)
-    net = build_model(cfg, m, Data(None, None, 3, 10, 32, None))
+    ds = cfg.dataset
+    net = build_model(cfg, m, Data(None, None, ds.in_channels, ds.num_classes, ds.image_size, None))
     if reference:  # same layers, binarized the reference way (only for sign-based methods)
         quantized = m.weight_quantizer is not None
         apply_layer_policy(net, _ref_sign if quantized else None, _ref_sign if m.input_quantizer is not None else None,
@@ -71,22 +77,27 @@ def _model(method: str, model: str, overrides: list[str], device, reference: boo
     return cfg, net, callbacks
 
 
-def _qbench_batches(n: int, batch: int, device, gen):
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
-    labels = torch.randint(0, 10, (n,), generator=gen).to(device)
-    return TensorLoader(images, labels, batch, MEAN, STD, train=True, crop_padding=4, hflip=True,
-                        generator=torch.Generator(device=device).manual_seed(0))
+def _qbench_batches(n: int, batch: int, device, gen, ds):
+    images = torch.randint(0, 256, (n, ds.in_channels, ds.image_size, ds.image_size), dtype=torch.uint8,
+                           generator=gen).to(device)
+    labels = torch.randint(0, ds.num_classes, (n,), generator=gen).to(device)
+    return TensorLoader(images, labels, batch, ds.mean, ds.std, train=True, crop_padding=ds.augment.crop_padding,
+                        hflip=bool(ds.augment.hflip), generator=torch.Generator(device=device).manual_seed(0))
 
 
-def _reference_batches(n: int, batch: int, workers: int, gen):
+def _reference_batches(n: int, batch: int, workers: int, gen, ds):
     from torchvision import transforms as T
+
+    size, pad = ds.image_size, ds.augment.crop_padding
 
     class Images(torch.utils.data.Dataset):
         def __init__(self):
-            self.x = torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=gen).numpy()
-            self.y = torch.randint(0, 10, (n,), generator=gen).tolist()
-            self.tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                                 T.Normalize(MEAN, STD)])
+            shape = (n, size, size) + ((ds.in_channels,) if ds.in_channels > 1 else ())
+            self.x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen).numpy()
+            self.y = torch.randint(0, ds.num_classes, (n,), generator=gen).tolist()
+            self.tf = T.Compose([T.RandomCrop(size, padding=pad)] * bool(pad)
+                                + [T.RandomHorizontalFlip()] * bool(ds.augment.hflip)
+                                + [T.ToTensor(), T.Normalize(list(ds.mean), list(ds.std))])
 
         def __len__(self):
             return n
@@ -109,7 +120,8 @@ def measure(method: str, model: str, batch: int, steps: int, warmup: int, device
     loss_fn = LOSSES[cfg.trainer.loss]
     gen = torch.Generator().manual_seed(0)
     n = batch * (steps + warmup)
-    batches = _reference_batches(n, batch, workers, gen) if reference else _qbench_batches(n, batch, device, gen)
+    batches = (_reference_batches(n, batch, workers, gen, cfg.dataset) if reference
+               else _qbench_batches(n, batch, device, gen, cfg.dataset))
 
     class _T:  # what callbacks see of the trainer
         model = net
@@ -159,6 +171,7 @@ def measure(method: str, model: str, batch: int, steps: int, warmup: int, device
     return {"method": method, "model": model, "batch_size": batch, "path": "reference" if reference else "qbench",
             "images_per_s": batch * steps / total, "data_share": data_time / total,
             "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None,
+            "input_shape": [cfg.dataset.in_channels, cfg.dataset.image_size, cfg.dataset.image_size],
             "device": str(device), "steps": steps, "amp": amp, "compile": bool(cfg.trainer.compile and not reference),
             "channels_last": channels_last}
 
@@ -170,8 +183,12 @@ def run(methods: list[str], models: list[str], batch_sizes: list[int], steps: in
     dev = resolve_device(device)
     if steps < 1 or warmup < 0:
         raise UserError(f"steps={steps} and warmup={warmup}: steps must be >= 1, warmup >= 0")
-    for model in models:  # every combination checked (names, values) before anything is timed
-        check_overrides([f"method={','.join(methods)}", f"model={model}", "dataset=cifar10", *overrides], data=False)
+    others = [m for m in methods if m != "fp"]
+    for model in models:  # every combination checked (names, values) before anything is timed, fp included
+        if others:
+            check_overrides([f"method={','.join(others)}", f"model={model}", "dataset=cifar10", *overrides],
+                            data=False)
+        check_overrides(["method=fp", f"model={model}", "dataset=cifar10", *_own("fp", overrides)], data=False)
     rows = []
     for model in models:
         for batch in batch_sizes:

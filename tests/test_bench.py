@@ -16,6 +16,18 @@ def test_bench_cpu_mode_writes_rows_with_ratios(tmp_path):
         assert abs(r["speedup_over_reference"] - r["images_per_s"] / r["reference_images_per_s"]) < 1e-9
     assert [r["ratio_to_fp"] for r in rows if r["method"] == "fp"] == [1.0, 1.0]  # fp is its own baseline
     assert "vs reference" in p.stdout
+    assert all(r["input_shape"] == [3, 32, 32] for r in rows)  # CIFAR-10's shape unless dataset= says otherwise
+
+
+def test_bench_takes_the_datasets_shape_and_the_methods_own_settings(tmp_path):
+    # BNN's Torch7 MNIST settings: method.* keys the fp baseline does not have (it runs without them)
+    p = qbench("bench", "--methods", "bnn", "--models", "mlp", "--batch-sizes", "16", "--steps", "2", "--warmup", "1",
+               "--reference", "--json", "bench.json", "dataset=mnist", "model.hidden=[32]",
+               "method.stochastic_activations=true", "method.batch_norm=shift", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["method"] for r in rows] == ["bnn"] and rows[0]["input_shape"] == [1, 28, 28]
+    assert rows[0]["ratio_to_fp"] > 0 and rows[0]["reference_images_per_s"] > 0
 
 
 def test_bench_packing_times_n_processes_at_once_against_one(tmp_path):
@@ -32,6 +44,8 @@ def test_bench_packing_times_n_processes_at_once_against_one(tmp_path):
 def test_bench_mistakes(tmp_path):
     for args, message in ((["--methods", "nope"], "unknown method 'nope'"),
                           (["--pack", "1"], "--pack=1 is invalid; allowed: 0 (off) or a number of processes >= 2"),
-                          (["--batch-sizes", "big"], "--batch-sizes='big' is invalid")):
+                          (["--batch-sizes", "big"], "--batch-sizes='big' is invalid"),
+                          (["--methods", "bnn", "method.nope=1"], "unknown config key 'method.nope'"),
+                          (["--methods", "fp", "model.nope=1"], "unknown config key 'model.nope'")):
         p = qbench("bench", "--models", "mlp", "--steps", "1", *args, cwd=tmp_path)
-        assert p.returncode == 2 and message in p.stderr, p.stderr
+        assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
