@@ -90,18 +90,20 @@ def run_ptq(source: Path, overrides: list[str], runs_root: Path = Path("runs")) 
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")])
     t0, commit = time.time(), _git_commit()
     loss_fn = LOSSES[cfg.trainer.loss]
-    results = {"fp": evaluate(fp_model, data.val, loss_fn)}
+    # the test split, also for a source trained with a held-out validation set (data.holdout): PTQ selects nothing
+    target = data.test if data.test is not None else data.val
+    results = {"fp": evaluate(fp_model, target, loss_fn)}
 
     w_model = copy.deepcopy(fp_model)
     apply_layer_policy(w_model, method.weight_quantizer, None, method.keep_first_fp, method.keep_last_fp)
-    results["weights"] = evaluate(w_model, data.val, loss_fn)
+    results["weights"] = evaluate(w_model, target, loss_fn)
 
     wa_model = copy.deepcopy(fp_model)
     rows = apply_layer_policy(wa_model, method.weight_quantizer, method.input_quantizer, method.keep_first_fp,
                               method.keep_last_fp)
     layer_table(rows, log)
     _calibrate(wa_model, data.train, int(settings.calib_batches))
-    results["weights+activations"] = evaluate(wa_model, data.val, loss_fn)
+    results["weights+activations"] = evaluate(wa_model, target, loss_fn)
 
     metrics = MetricsLog(run_dir, [])
     for i, (stage, (loss, acc, top5)) in enumerate(results.items(), start=1):

@@ -283,6 +283,9 @@ def test_qat_with_quant_delay_and_ptq_of_a_trained_fp_run(tmp_path):
     assert (ptq / "config.yaml").is_file() and (ptq / "checkpoints" / "last.pt").is_file()
     r2 = qbench("ptq", f"run={fp}", "method.w_bits=2", "method.a_bits=8", "method.calib_batches=5", cwd=tmp_path)
     assert _summary(run_dir_of(r2))["weight_only_val_acc"] < s["weight_only_val_acc"]  # 2-bit weights hurt
+    held = run_dir_of(qbench("train", "method=fp", *TINY_MNIST, "data.holdout=500", "trainer.epochs=1", cwd=tmp_path))
+    r3 = qbench("ptq", f"run={held}", "method.calib_batches=2", cwd=tmp_path)  # trained with a hold-out: the test split
+    assert _summary(run_dir_of(r3))["fp_val_acc"] == _summary(held)["final_test_acc"] != _summary(held)["final_val_acc"]
 
 
 def test_method_init_starts_from_a_finished_fp_run(tmp_path):
