@@ -88,7 +88,8 @@ def test_grouping_averages_seeds_never_configs_and_skips_unfinished(tmp_path):
     _fake_run(tmp_path, "c", "binaryconnect", 0, 0.97, mode="stoch")  # the user's own run: never a paper row
     _fake_run(tmp_path, "d", "binaryconnect", 2, 0.10, status="failed", tags=row, mode="det")
     stoch = {**row, "row": "mnist_w1_a32_stoch_err"}
-    _fake_run(tmp_path, "e", "binaryconnect", 0, 0.5, status="running", tags=stoch, mode="stoch")  # killed
+    _fake_run(tmp_path, "e", "binaryconnect", 0, 0.5, status="running", tags=stoch, mode="stoch",  # killed
+              summary={"epochs": 1000, "epochs_completed": 476})
     done, other = find_runs([str(tmp_path)])
     assert len(done) == 3 and len(other) == 2
     groups = sorted(group_runs(done), key=lambda g: len(g.runs))
@@ -105,7 +106,7 @@ def test_grouping_averages_seeds_never_configs_and_skips_unfinished(tmp_path):
     assert det[5] == "1.50 ± 0.71 (n=2); not counted: 1 failed" and det[6] == "+0.21" and det[4] == "secondary"
     assert rows["CIFAR10 W1/A32 det"][5] == "not run"
     # the untagged stoch run is not a reproduction; the tagged one never finished
-    assert rows["MNIST W1/A32 stoch"][5] == "none finished (1 unfinished)"
+    assert rows["MNIST W1/A32 stoch"][5] == "none finished (1 unfinished at 476/1000 epochs)"  # how far it got
 
 
 def test_a_figure_cited_from_another_paper_reads_that_papers_runs(tmp_path):

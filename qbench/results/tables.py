@@ -187,12 +187,16 @@ def _candidates(f: Figure, groups: list[Group], tier: str) -> list[Group]:
 
 
 def _not_counted(f: Figure, runs: list[Run], tier: str) -> str:
-    """'1 failed, 2 unfinished' for this row's runs that did not complete: a row with fewer seeds than were
-    launched says so (unfinished: still running, interrupted, or killed)."""
+    """'1 failed, 2 unfinished at 280/1000, 296/1000 epochs' for this row's runs that did not complete: a row
+    with fewer seeds than were launched says so (unfinished: still running, interrupted, or killed)."""
     want = _row_tags(f, tier)
     mine = [r for r in runs if all((r.config.get("tags") or {}).get(k) == v for k, v in want.items())]
-    failed = sum(r.summary.get("status") == "failed" for r in mine)
-    parts = [f"{failed} failed"] * bool(failed) + [f"{len(mine) - failed} unfinished"] * bool(len(mine) - failed)
+    failed = [r for r in mine if r.summary.get("status") == "failed"]
+    unfinished = [r.summary for r in mine if r.summary.get("status") != "failed"]
+    at = sorted(f"{s['epochs_completed']}/{s['epochs']}" for s in unfinished  # how far each got
+                if isinstance(s.get("epochs_completed"), int) and isinstance(s.get("epochs"), int))
+    parts = ([f"{len(failed)} failed"] * bool(failed)
+             + [f"{len(unfinished)} unfinished" + (f" at {', '.join(at)} epochs" if at else "")] * bool(unfinished))
     return ", ".join(parts)
 
 
