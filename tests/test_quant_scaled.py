@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from qbench.quant import (binarize_scaled, dorefa_activation, dorefa_gradient, dorefa_gradient_ste,
+from qbench.quant import (binarize_learned_scale, binarize_scaled, dorefa_activation, dorefa_gradient, dorefa_gradient_ste,
                           dorefa_weight, fake_quant_affine, quantize_k, ternarize, twn)
 
 
@@ -32,6 +32,50 @@ def test_binarize_scaled_conv_filters_are_per_output_channel():
     w[1] = 0.5
     q = binarize_scaled(w)
     assert close(q[0], [[[2.0, -2.0], [2.0, -2.0]]]) and close(q[1], torch.full((1, 2, 2), 0.5))
+
+
+def test_binarize_learned_scale_table3a_forward_and_backward_by_hand():
+    w = torch.tensor([[0.5, -2.0], [-0.25, 0.75]], requires_grad=True)
+    alpha = torch.tensor([[1.25], [0.5]], requires_grad=True)  # eq. 6's mean|W| per filter, as a start
+    q = binarize_learned_scale(w, alpha)
+    assert close(q.detach(), [[1.25, -1.25], [-0.5, 0.5]])
+    q.backward(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    # dW = g * alpha * 1[|w| <= 1] (no 1/n term: alpha is not a function of W); -2.0 saturates
+    assert close(w.grad, [[1.25, 0.0], [1.5, 2.0]])
+    # dalpha = sum_i g_i sign(w_i): 1 - 2 = -1; -3 + 4 = 1
+    assert close(alpha.grad, [[-1.0], [1.0]])
+
+
+def test_learned_scale_is_a_trained_parameter_of_each_bwn_layer(tmp_path):
+    """The T3a variant of BWN: each binarized layer owns an alpha that starts at mean|W|, is in the
+    optimizer's parameters, moves with training and comes back from a checkpoint."""
+    from qbench.config import compose
+    from qbench.methods import build_method
+    from qbench.models import create_model
+    from qbench.nn import LearnedScaleBinarize
+    cfg = compose(["method=bwn", "model=mlp", "dataset=mnist", "model.hidden=[8]",
+                   "++method.weight_quantizer={_target_:qbench.nn.LearnedScaleBinarize}"])
+    torch.manual_seed(0)
+    model = create_model("mlp", 1, 10, 28, hidden=[8, 8])
+    build_method(cfg.method).apply(model)
+    layers = [m for m in model.modules() if isinstance(getattr(m, "weight_quantizer", None), LearnedScaleBinarize)]
+    assert len(layers) == 1  # BWN keeps the first and last layers in float: the middle one of three
+    layer = layers[0]
+    alpha = layer.weight_quantizer.alpha
+    assert alpha.shape == (8, 1) and close(alpha.detach().flatten(), layer.weight.detach().abs().mean(1))
+    assert any(p is alpha for p in model.parameters())
+    assert close(layer.quantized_weight(), alpha.detach() * torch.where(layer.weight >= 0, 1.0, -1.0))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = alpha.detach().clone()
+    model(torch.randn(4, 1, 28, 28)).square().sum().backward()
+    opt.step()
+    assert not torch.equal(alpha.detach(), before)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    fresh = create_model("mlp", 1, 10, 28, hidden=[8, 8])
+    build_method(cfg.method).apply(fresh)
+    fresh.load_state_dict(torch.load(tmp_path / "m.pt"))
+    assert [k for k in fresh.state_dict() if k.endswith("alpha")] and torch.equal(
+        next(m for m in fresh.modules() if isinstance(m, LearnedScaleBinarize)).alpha.detach(), alpha.detach())
 
 
 def test_ternarize_layer_and_per_filter():

@@ -61,6 +61,9 @@ class Method:
             for m in model.modules():
                 if getattr(m, "weight_quantizer", None) is not None:
                     self.weight_init(m.weight)
+        for m in model.modules():  # a quantizer with parameters shaped after its layer (a learned scale)
+            if hasattr(getattr(m, "weight_quantizer", None), "bind"):
+                m.weight_quantizer.bind(m.weight)
         folded = {c for c, _ in pairs}
         for r in rows:
             r.kind += " + folded BN" if r.name in folded else ""

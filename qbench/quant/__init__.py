@@ -26,7 +26,7 @@ from qbench.quant.halfwave import hwgq, hwgq_bins, hwgq_step, sparse_threshold
 from qbench.quant.power_of_two import inq_exponents, power_of_two
 from qbench.quant.relax import binary_relax
 from qbench.quant.shift import ap2, ap2_scalar
-from qbench.quant.scaled import binarize_scaled, ternarize, twn, xnor_activation_scale
+from qbench.quant.scaled import binarize_learned_scale, binarize_scaled, ternarize, twn, xnor_activation_scale
 from qbench.quant.ste import straight_through
 from qbench.quant.two_step import tsq_auxiliary, tsq_init, tsq_least_squares, tsq_objective, tsq_weight
 from qbench.quant.stochastic import quantization_error, quantization_probability, roulette_select, sq_binary, sq_ternary
@@ -36,7 +36,7 @@ from qbench.quant.uniform import affine_qparams, fake_quant_affine, stochastic_r
 from qbench.quant.registry import QUANTIZERS, get_quantizer
 
 __all__ = [
-    "QUANTIZERS", "affine_qparams", "ap2", "ap2_scalar", "approx_sign", "binarize", "binarize_scaled", "binary_relax", "binaryconnect",
+    "QUANTIZERS", "affine_qparams", "ap2", "ap2_scalar", "approx_sign", "binarize", "binarize_learned_scale", "binarize_scaled", "binary_relax", "binaryconnect",
     "binaryconnect_init",
     "dorefa_activation", "dorefa_gradient", "dorefa_gradient_ste", "dorefa_weight", "fake_quant_affine", "fixed_point",
     "fraction_bits",

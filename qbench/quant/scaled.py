@@ -24,6 +24,16 @@ def binarize_scaled(w: torch.Tensor) -> torch.Tensor:
     return straight_through(alpha * sign(w), surrogate)
 
 
+def binarize_learned_scale(w: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """XNOR-Net Table 3a, "alpha as a separate layer": W ~ alpha * sign(W) with alpha a learned parameter (one
+    per output filter, broadcastable against ``w``) instead of eq. 6's mean|W|.
+
+    backward: dC/dW_i = dC/dW~_i * alpha * 1[|W_i| <= 1]  (eq. 7 without its 1/n term: alpha no longer depends
+    on W);  dC/dalpha = sum_i dC/dW~_i * sign(W_i)  (alpha is an ordinary parameter of the product).
+    """
+    return alpha * straight_through(sign(w), torch.where(w.abs() <= 1, w, w.detach()))
+
+
 def ternarize(w: torch.Tensor, threshold_factor: float = 0.7, per_channel: bool = False
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """TWN: the ternary code t in {-1, 0, +1} and scale alpha with W ~ alpha * t.
