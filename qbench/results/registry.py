@@ -23,6 +23,7 @@ class Figure:
     label: str = ""
     note: str | None = None
     experiment: dict | None = None  # which qbench run reproduces it: method, model, dataset, overrides
+    no_experiment: str | None = None  # why none does (a model qbench lacks, a task it does not train, ...)
 
     @property
     def confirmed(self) -> bool:
@@ -66,9 +67,14 @@ def load_paper(key: str) -> Paper:
         if f["status"] not in STATUSES:
             raise UserError(f"configs/paper/{key}.yaml: figure {f['id']} has status {f['status']!r}; "
                             f"valid: {', '.join(STATUSES)}")
+        if f.get("experiment") and f.get("no_experiment"):
+            raise UserError(f"configs/paper/{key}.yaml: figure {f['id']} has both an experiment and a "
+                            "no_experiment reason; keep one")
         label = " ".join(str(f[k]) for k in ("ds", "arch", "bits", "variant", "method", "row") if f.get(k))
+        # a figure without an experiment says why: its own no_experiment, else the paper's (one reason for all)
+        reason = None if f.get("experiment") else f.get("no_experiment") or doc.get("no_experiment")
         figures.append(Figure(key, f["id"], f["metric"], f["value"], f["status"], f.get("table"), label,
-                              f.get("note"), f.get("experiment")))
+                              f.get("note"), f.get("experiment"), reason))
     _check_references(key, figures)
     return Paper(doc["key"], doc["cite"], doc.get("arxiv"), figures)
 

@@ -212,7 +212,7 @@ def _reproduced(f: Figure, groups: list[Group], not_counted: str = "") -> list:
     paper_value = "N/A" if f.value is None else f.value
     base = [f.table or "-", f.label, f.metric, paper_value, status]
     if not f.experiment:
-        return base + ["no qbench experiment yet", "", ""]
+        return base + [f"not wired: {f.no_experiment}" if f.no_experiment else "no qbench experiment yet", "", ""]
     matched = groups
     if not matched:
         return base + [f"none finished ({not_counted})" if not_counted else "not run", "", ""]
