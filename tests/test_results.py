@@ -221,7 +221,9 @@ def test_reproduce_smoke_table_and_plots_end_to_end(tmp_path):
 def test_reproduce_and_plot_mistakes(tmp_path):
     cases = [
         (["reproduce", "paper=binaryconnect", "rows=nope"], "row 'nope' is not a runnable row of binaryconnect"),
-        (["reproduce", "paper=whitepaper"], "has no row with a qbench experiment yet"),
+        (["reproduce", "paper=whitepaper"], "paper 'whitepaper' has no row with a qbench experiment: its networks"),
+        (["reproduce", "paper=inq", "rows=t1_imagenet_vgg_16_w32_top1_err"],
+         "row 't1_imagenet_vgg_16_w32_top1_err' is not a runnable row of inq (VGG-16 is not a qbench model"),
         (["reproduce", "paper=sq", "tier=medium"], "tier='medium' is invalid; valid: full, smoke"),
         (["reproduce", "paper=sq", "seeds=0"], "seeds=0 is invalid"),
         (["reproduce", "paper=sq", "seeds=2", "seed=5"], "give seeds=2 (seeds 0..1) or seed=5 (those seeds), not both"),

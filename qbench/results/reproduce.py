@@ -40,15 +40,18 @@ def select(paper_key: str, table: str | None, rows: list[str] | None) -> list[Fi
                 raise UserError(f"row {r!r} reads the runs of {cited[r].run_paper}'s row {cited[r].run_row!r}: "
                                 f"qbench reproduce paper={cited[r].run_paper} rows={cited[r].run_row}")
             if r not in ids:
+                why = next((f" ({f.no_experiment})" for f in figures if f.id == r and f.no_experiment), "")
                 raise UserError(f"row {r!r} is not a runnable row of {paper_key}"
-                                f"{' ' + table if table else ''}; valid: {choices(ids) or '(none)'}")
+                                f"{' ' + table if table else ''}{why}; valid: {choices(ids) or '(none)'}")
         runnable = [f for f in runnable if f.id in rows]
     # a figure read from another row's runs (top-5 beside top-1) runs that row, once
     own = {f.id: f for f in paper.figures if f.experiment and "runs_of" not in f.experiment}
     runnable = list({f.run_row: own[f.run_row] for f in runnable}.values())
     if not runnable:
+        reasons = sorted({f.no_experiment for f in figures if f.no_experiment})
+        why = f": {reasons[0]}" if len(reasons) == 1 else ""
         raise UserError(f"paper {paper_key!r}{' table ' + table if table else ''} has no row with a qbench "
-                        "experiment yet")
+                        f"experiment{why}")
     return runnable
 
 
