@@ -9,6 +9,8 @@ beta - gamma mu / sigma, so it is the *folded* weights that must be quantized du
 (the correction sigma / sigma_B keeps the quantized weights on the stable moving statistics while the
 output is normalised with the batch's, exactly batch norm when Q is the identity); after freezing, and in
 evaluation, y = conv(x, Q(W gamma / sigma)) + (beta - gamma mu / sigma) and the moving statistics stop.
+mu_B and sigma_B carry no gradient, as in TensorFlow's fold_batch_norms over a fused batch norm (the
+whitepaper's models): the fused op's gradient reads only its output's, and its batch-moment outputs get none.
 """
 from __future__ import annotations
 
