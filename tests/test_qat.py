@@ -105,6 +105,31 @@ def test_folded_conv_bn_is_exactly_batch_norm_without_quantizers():
     assert torch.allclose(folded(x), ref_bn(ref_conv(x)), atol=1e-5) and torch.equal(bn.running_mean, before)
 
 
+def test_folded_conv_bn_backward_treats_the_batch_statistics_as_constants():
+    """Before freezing, the gradient is batch norm's with mu_B and sigma_B held fixed (TensorFlow's fold over a
+    fused batch norm): dy/dx = gamma / sigma_B * conv^T(g), with no mean or variance terms."""
+    from qbench.nn import QConv2d
+    from qbench.nn.bn_fold import FoldedConvBN
+    torch.manual_seed(1)
+    conv, bn = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2)
+        bn.running_var.uniform_(0.5, 2)
+    ref_conv = copy_of(conv)
+    folded = FoldedConvBN(QConv2d.from_float(conv), bn).train()
+    x = torch.randn(8, 3, 6, 6, requires_grad=True)
+    g = torch.randn(8, 4, 6, 6)
+    folded(x).backward(g)
+    xr = x.detach().clone().requires_grad_(True)
+    z = ref_conv(xr)
+    mu, var = z.mean((0, 2, 3)).detach(), z.var((0, 2, 3), unbiased=False).detach()
+    shape = (1, -1, 1, 1)
+    y = bn.weight.detach().view(shape) * (z - mu.view(shape)) / (var + bn.eps).sqrt().view(shape)
+    y.backward(g)
+    assert torch.allclose(x.grad, xr.grad, atol=1e-5)
+    assert torch.allclose(conv.weight.grad, ref_conv.weight.grad, atol=1e-4)
+
+
 def copy_of(m):
     import copy
     return copy.deepcopy(m)
