@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from qbench.quant.binary import sign
+from qbench.quant.binary import sign, ste_sign
 from qbench.quant.ste import straight_through
 
 
@@ -31,7 +31,7 @@ def binarize_learned_scale(w: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor
     backward: dC/dW_i = dC/dW~_i * alpha * 1[|W_i| <= 1]  (eq. 7 without its 1/n term: alpha no longer depends
     on W);  dC/dalpha = sum_i dC/dW~_i * sign(W_i)  (alpha is an ordinary parameter of the product).
     """
-    return alpha * straight_through(sign(w), torch.where(w.abs() <= 1, w, w.detach()))
+    return alpha * ste_sign(w, clip=1.0)
 
 
 def ternarize(w: torch.Tensor, threshold_factor: float = 0.7, per_channel: bool = False
