@@ -53,8 +53,7 @@ def test_learned_scale_is_a_trained_parameter_of_each_bwn_layer(tmp_path):
     from qbench.methods import build_method
     from qbench.models import create_model
     from qbench.nn import LearnedScaleBinarize
-    cfg = compose(["method=bwn", "model=mlp", "dataset=mnist", "model.hidden=[8]",
-                   "++method.weight_quantizer={_target_:qbench.nn.LearnedScaleBinarize}"])
+    cfg = compose(["method=bwn", "++method.weight_quantizer={_target_:qbench.nn.LearnedScaleBinarize}"])
     torch.manual_seed(0)
     model = create_model("mlp", 1, 10, 28, hidden=[8, 8])
     build_method(cfg.method).apply(model)
