@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from qbench.quant.shift import ap2, ap2_scalar
+from qbench.quant.shift import ap2_, ap2_scalar
 
 
 def exponential_decay(optimizer: torch.optim.Optimizer, final_lr: float, epochs: int):
@@ -120,7 +120,7 @@ class ShiftAdaMax(torch.optim.Optimizer):
                 g, m, v = p.grad, st["m"], st["v"]
                 m.mul_(b1).add_(g, alpha=1 - b1)
                 torch.maximum(v.mul_(b2), g.abs(), out=v)
-                v.copy_(ap2(v)).add_(group["eps"])
+                ap2_(v).add_(group["eps"])  # v >= 0
                 shift = ap2_scalar(group["lr"] / scale / (1 - b1 ** st["step"]))
                 p.addcdiv_(m, v, value=-shift * scale)
         return loss

@@ -11,6 +11,16 @@ def test_ap2_is_the_nearest_power_of_two_in_log_scale_with_the_sign():
     x = torch.tensor([3.0, -3.0, 0.7, 0.25, 5.0, 6.0, -0.1, 0.0])
     # log2: 1.58 -> 1; 0.7 -> -0.51 -> -1; 5 -> 2.32 -> 2; 6 -> 2.58 -> 3; 0.1 -> -3.32 -> -3
     assert torch.equal(ap2(x), torch.tensor([4.0, -4.0, 0.5, 0.25, 4.0, 8.0, -0.125, 0.0]))
+    assert torch.equal(x, torch.tensor([3.0, -3.0, 0.7, 0.25, 5.0, 6.0, -0.1, 0.0]))  # input untouched
+
+
+def test_ap2_in_place_on_non_negative_values_is_ap2_and_writes_into_its_input():
+    from qbench.quant.shift import ap2_
+
+    x = torch.tensor([3.0, 0.7, 0.25, 6.0, 0.1, 0.0, 2.0 ** -30])
+    out = ap2_(x)
+    assert out is x
+    assert torch.equal(x, torch.tensor([4.0, 0.5, 0.25, 8.0, 0.125, 0.0, 2.0 ** -30]))
 
 
 def _bn(gamma=1.0, beta=0.0):

@@ -14,7 +14,13 @@ import torch
 
 def ap2(x: torch.Tensor) -> torch.Tensor:
     """AP2(x) = sign(x) 2^round(log2|x|); 0 stays 0. No gradient of its own: the callers say what passes."""
-    return torch.sign(x) * torch.exp2(torch.round(torch.log2(x.abs())))
+    return ap2_(x.abs()).mul_(torch.sign(x))
+
+
+def ap2_(x: torch.Tensor) -> torch.Tensor:
+    """AP2 in place, for x >= 0 (sign(x) is 1, or x is 0 and log2 -> round -> exp2 keeps it 0): no temporary
+    tensors, which on a CPU cost more than the arithmetic (shift-based AdaMax's v, every weight's size)."""
+    return x.log2_().round_().exp2_()
 
 
 def ap2_scalar(x: float) -> float:
