@@ -90,8 +90,12 @@ class Trainer:
         self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
         self.step_model = distributed.wrap(self.model, self.device)  # callbacks and checkpoints see self.model
         self.eager_step_model, self.compile_pending = self.step_model, bool(cfg.trainer.get("compile", False))
+        self.eval_model = self.model
         if self.compile_pending:
-            self.step_model = torch.compile(self.step_model, **compile_options(cfg.trainer))
+            # evaluation is compiled too: each batch re-quantizes every weight, which eager runs pass by pass
+            self.eval_model = torch.compile(self.model, **compile_options(cfg.trainer))
+            self.step_model = (self.eval_model if self.step_model is self.model
+                               else torch.compile(self.step_model, **compile_options(cfg.trainer)))
         self.callbacks = self.method.callbacks
 
         lr = float(cfg.optim.lr)
@@ -172,6 +176,14 @@ class Trainer:
             g["lr"] = g["initial_lr"]
         self.scheduler = build_scheduler(self._schedule_config(epoch), self.optimizer)
 
+    def _rng_state(self) -> tuple:
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+
+    def _set_rng_state(self, state: tuple) -> None:
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], self.device)
+
     # --- loop ------------------------------------------------------------------------------------
     def _hook(self, name: str, *args) -> dict:
         scalars = {}
@@ -215,26 +227,38 @@ class Trainer:
         """torch.compile compiles on its first call: if that fails (no compiler, an unsupported op), the
         model's state and the random streams are put back and the run goes on in eager mode."""
         self.compile_pending = False
-        saved = ({k: v.clone() for k, v in self.model.state_dict().items()}, torch.get_rng_state(),
-                 torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None)
+        weights, rng = {k: v.clone() for k, v in self.model.state_dict().items()}, self._rng_state()
         try:
             return self._step(x, y)
         except Exception as e:  # noqa: BLE001 -- any compiler failure means: run eagerly
             log.warning("torch.compile failed (%s); training in eager mode", str(e).strip().splitlines()[0][:200])
-            self.model.load_state_dict(saved[0])
-            torch.set_rng_state(saved[1])
-            if saved[2] is not None:
-                torch.cuda.set_rng_state(saved[2], self.device)
+            self.model.load_state_dict(weights)
+            self._set_rng_state(rng)
             self.optimizer.zero_grad(set_to_none=True)
-            self.step_model = self.eager_step_model
+            self.step_model, self.eval_model = self.eager_step_model, self.model
             return self._step(x, y)
 
     def evaluate(self) -> tuple[float, float, float]:
-        return evaluate(self.model, self.data.val, self.loss_fn, self.autocast)
+        return self._evaluate(self.data.val)
 
     def evaluate_test(self) -> tuple[float, float, float]:
         """The test split, when the validation set is held out of the training split (``data.holdout``)."""
-        return evaluate(self.model, self.data.test, self.loss_fn, self.autocast)
+        return self._evaluate(self.data.test)
+
+    def _evaluate(self, batches) -> tuple[float, float, float]:
+        """Through the compiled model when there is one; if compiling the evaluation fails, evaluation (this
+        one and the rest) goes on in eager mode with the random stream as it was."""
+        if self.eval_model is self.model:
+            return evaluate(self.model, batches, self.loss_fn, self.autocast)
+        rng = self._rng_state()
+        try:
+            return evaluate(self.eval_model, batches, self.loss_fn, self.autocast)
+        except Exception as e:  # noqa: BLE001 -- any compiler failure means: evaluate eagerly
+            log.warning("torch.compile failed (%s); evaluating in eager mode",
+                        str(e).strip().splitlines()[0][:200])
+            self._set_rng_state(rng)
+            self.eval_model = self.model
+            return evaluate(self.model, batches, self.loss_fn, self.autocast)
 
     def fit(self) -> dict:
         self._t0, self._started = time.time(), _now()

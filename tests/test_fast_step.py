@@ -97,6 +97,33 @@ def test_a_failing_compiler_falls_back_to_eager_with_the_same_result(tmp_path, c
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_evaluation_is_compiled_too_and_falls_back_to_eager_alone(tmp_path, caplog):
+    """A compiler that fails only on evaluation's graphs (built under no_grad): training stays compiled,
+    evaluation goes on eagerly, and its figures are those of the trained model evaluated eagerly."""
+    from torch._dynamo import lookup_backend, register_backend
+
+    from qbench.train import Trainer, evaluate
+
+    @register_backend
+    def qbench_test_no_eval(gm, example_inputs):
+        if not torch.is_grad_enabled():
+            raise RuntimeError("no evaluation graphs here")
+        return lookup_backend("aot_eager")(gm, example_inputs)
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.set_num_threads(1)
+    trainer = Trainer(compose(TINY + ["method=bnn", "trainer.compile=true", "trainer.compile_backend=qbench_test_no_eval",
+                                      f"data.root={DATA}"]), run_dir)
+    assert trainer.eval_model is not trainer.model  # compiled
+    with caplog.at_level(logging.WARNING, logger="qbench"):
+        summary = trainer.fit()
+    assert "evaluating in eager mode" in caplog.text and "training in eager mode" not in caplog.text
+    assert trainer.step_model is not trainer.model and trainer.eval_model is trainer.model
+    assert summary["status"] == "completed"
+    assert summary["final_val_acc"] == evaluate(trainer.model, trainer.data.val, trainer.loss_fn)[1]
+
+
 @pytest.mark.parametrize("override,message", [("trainer.compile=maybe", "trainer.compile='maybe' is invalid"),
                                               ("trainer.channels_last=yes", "trainer.channels_last='yes' is invalid"),
                                               ("trainer.compile_mode=fastest",
