@@ -92,7 +92,10 @@ class Trainer:
         self.eager_step_model, self.compile_pending = self.step_model, bool(cfg.trainer.get("compile", False))
         self.eval_model = self.model
         if self.compile_pending:
-            # evaluation is compiled too: each batch re-quantizes every weight, which eager runs pass by pass
+            # evaluation is compiled too: each batch re-quantizes every weight, which eager runs pass by pass.
+            # Its graphs (no_grad, eval mode) sit beside the training graphs of each stage (SQ, INQ, bottom_up),
+            # so torch's limit of 8 per function is doubled to keep the stages compiled
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
             self.eval_model = torch.compile(self.model, **compile_options(cfg.trainer))
             self.step_model = (self.eval_model if self.step_model is self.model
                                else torch.compile(self.step_model, **compile_options(cfg.trainer)))

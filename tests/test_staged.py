@@ -178,6 +178,39 @@ def test_binary_relax_eq10_by_hand():
     assert close(binary_relax(wt, lam=1.0, projection="ternary"), [0.825, -0.05, 0.15, -0.675])
 
 
+def test_binary_relax_takes_lambda_as_a_tensor_too():
+    w = torch.tensor([0.5, -1.5, 0.2, -0.2])
+    assert close(binary_relax(w, lam=torch.tensor(3.0)), binary_relax(w, lam=3.0))
+    assert close(binary_relax(w, lam=torch.tensor(math.inf)), [0.6, -0.6, 0.6, -0.6])
+    assert close(grad_of(lambda v: binary_relax(v, lam=torch.tensor(math.inf)), w), torch.ones(4))
+
+
+def test_binaryrelax_schedule_writes_lambda_in_place_so_a_compiled_model_compiles_once():
+    import functools
+
+    torch._dynamo.reset()
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    apply_layer_policy(model, functools.partial(binary_relax, projection="binary"), None, False, False)
+    cb, trainer = RelaxationSchedule(epochs=4, lambda0=2.0, lambda_growth=1.5, phase2_epoch=3), FakeTrainer(model)
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    compiled, x = torch.compile(model, backend=counting), torch.randn(5, 3)
+    bound = []
+    for epoch in range(4):
+        cb.on_epoch_start(trainer, epoch)
+        layer = model[0]
+        bound.append(layer.weight_quantizer)
+        lam = layer.weight_quantizer.keywords["lam"]
+        assert float(lam) == cb.lambda_at(epoch)  # 2, 3, 4.5, then inf (phase 2)
+        assert close(compiled(x), model(x))
+    assert all(q is bound[0] for q in bound)  # bound once, then updated in place
+    assert len(graphs) == 1
+
+
 def test_binaryrelax_lambda_sequence():
     cb = RelaxationSchedule(epochs=10, lambda0=1.0, lambda_growth=1.04)
     assert cb.phase2_epoch == 8  # default: the last fifth

@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import math
 
+import torch
+
 from qbench.methods.callbacks import Callback, layers_quantized_by
 from qbench.quant.relax import binary_relax
 
@@ -40,8 +42,11 @@ class RelaxationSchedule(Callback):
     def on_epoch_start(self, trainer, epoch: int) -> None:
         self.lam = self.lambda_at(epoch)
         for m in relaxed_layers(trainer.model):
-            q = m.weight_quantizer
-            m.set_weight_quantizer(functools.partial(q.func, *q.args, **{**q.keywords, "lam": self.lam}))
+            q, lam = m.weight_quantizer, m.weight_quantizer.keywords.get("lam")
+            if not isinstance(lam, torch.Tensor):  # bound once; later epochs write into it (no recompiling)
+                lam = torch.empty((), dtype=m.weight.dtype, device=m.weight.device)
+                m.set_weight_quantizer(functools.partial(q.func, *q.args, **{**q.keywords, "lam": lam}))
+            lam.fill_(self.lam)
 
     def on_epoch_end(self, trainer, epoch: int) -> dict:
         phase2 = math.isinf(self.lam)

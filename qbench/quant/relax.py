@@ -11,8 +11,6 @@ lambda grows geometrically during training; phase 2 uses the exact projection u 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from qbench.quant.binary import sign
@@ -33,11 +31,13 @@ def project(w: torch.Tensor, projection: str = "binary") -> torch.Tensor:
     raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
 
 
-def binary_relax(w: torch.Tensor, lam: float = 1.0, projection: str = "binary") -> torch.Tensor:
+def binary_relax(w: torch.Tensor, lam: float | torch.Tensor = 1.0, projection: str = "binary") -> torch.Tensor:
     """Forward: u = (lam * Proj_Q(w) + w) / (lam + 1); lam = inf gives Proj_Q(w) (phase 2).
-    Backward: identity (the gradient at u is applied to w)."""
-    if not lam >= 0:
+    Backward: identity (the gradient at u is applied to w). ``lam`` may be a 0-dim tensor that the schedule
+    updates in place (``RelaxationSchedule``), so that a compiled model is not recompiled for each new lambda."""
+    if not isinstance(lam, torch.Tensor) and not lam >= 0:
         raise ValueError(f"lambda must be >= 0, got {lam}")
+    lam = torch.as_tensor(lam, dtype=w.dtype, device=w.device)
     p = project(w, projection)
-    u = p if math.isinf(lam) else (lam * p + w.detach()) / (lam + 1.0)
+    u = torch.where(torch.isinf(lam), p, (lam * p + w.detach()) / (lam + 1))
     return straight_through(u, w)
