@@ -63,6 +63,26 @@ def test_exactness_of_quantizer_values_in_bf16():
     assert not torch.equal(v.to(torch.bfloat16).float(), v)
 
 
+@pytest.mark.parametrize("method", ["bnn", "dorefa", "sq_bwn", "tsq"])
+def test_quantizers_are_plain_partials_not_hydras_which_check_their_target_on_every_call(method):
+    import functools
+
+    from hydra.utils import instantiate
+
+    cfg = compose([f"method={method}"]).method
+    built = build_method(cfg)
+    for key in ("weight_quantizer", "input_quantizer"):
+        q = getattr(built, key)
+        if q is None:
+            continue
+        inner = q.quantizer if isinstance(q, nn.Module) else q  # SQ's StochasticQuantizer, TSQ's Gated
+        assert type(inner) is functools.partial, (key, type(inner))
+        hydras = instantiate(cfg[key])
+        hydras = hydras.quantizer if isinstance(hydras, nn.Module) else hydras
+        x = torch.linspace(-1.5, 1.5, 12).view(3, 4)
+        assert torch.equal(inner(x), hydras(x))
+
+
 def _train(overrides, run_dir):
     from qbench.train import Trainer
     run_dir.mkdir(parents=True)
