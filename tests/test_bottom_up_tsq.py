@@ -207,6 +207,21 @@ def test_auxiliary_variable_by_hand():
     assert torch.equal(tsq_auxiliary(code, v, values, thresholds, lam=100.0), v)
 
 
+def test_sparse_hwgq_compiles_to_one_graph_without_tracing_scipy():
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    x = torch.linspace(-2, 2, 9)
+    eager = hwgq(x, 2, 0.7)  # the first use fits epsilon and Delta (as the method's probe call does)
+    compiled = torch.compile(lambda v: hwgq(v, 2, 0.7), backend=counting)
+    assert torch.equal(compiled(x), eager) and torch.equal(compiled(x + 0.1), hwgq(x + 0.1, 2, 0.7))
+    assert len(graphs) == 1  # epsilon and Delta entered the graph as constants: no break into scipy
+
+
 def test_sparse_hwgq_bins_are_the_quantizer():
     from qbench.quant import hwgq_bins
     values, thresholds = hwgq_bins(2, 0.7)

@@ -4,13 +4,29 @@ threshold epsilon is zero, so that a chosen share of the (batch-normalised, ~N(0
 zero; epsilon = 0 (sparsity 0.5) is plain HWGQ."""
 from __future__ import annotations
 
-from functools import lru_cache
+import functools
 
 import torch
 
 from qbench.quant.dorefa import _check_bits
 
 MAX_BITS = 8  # the step is fitted over 2^k - 1 levels by numerical integration; HWGQ and TSQ use 1-4 bits
+
+
+_FITTED: dict[tuple, float] = {}
+
+
+def _fitted(fn):
+    """Remember ``fn``'s number for each setting in a plain dict, filled on first use (the method's probe call,
+    before any training step). torch.compile reads a filled entry as a constant; through functools.lru_cache it
+    would trace into scipy and break the graph on every call."""
+    @functools.wraps(fn)
+    def remembered(*args):
+        key = (fn.__name__, *args)
+        if key not in _FITTED:
+            _FITTED[key] = fn(*args)
+        return _FITTED[key]
+    return remembered
 
 
 def _check_hwgq_bits(k) -> int:
@@ -20,6 +36,7 @@ def _check_hwgq_bits(k) -> int:
 from qbench.quant.ste import straight_through
 
 
+@_fitted
 def sparse_threshold(sparsity: float) -> float:
     """epsilon such that a share ``sparsity`` of N(0, 1) values lies at or below it: Phi^-1(sparsity).
     0.5 (a ReLU's share of zeros) gives 0; allowed: 0.5 <= sparsity < 1."""
@@ -30,7 +47,7 @@ def sparse_threshold(sparsity: float) -> float:
     return 0.0 if sparsity == 0.5 else float(stats.norm.ppf(sparsity))
 
 
-@lru_cache(maxsize=None)
+@_fitted
 def hwgq_step(k: int, sparsity: float = 0.5) -> float:
     """The step Delta of the k-bit uniform half-wave quantizer (2^k - 1 positive levels Delta, 2 Delta, ...)
     that minimises E[(Q(x) - x)^2 ; x > 0] for x ~ N(0, 1), i.e. batch-normalised pre-activations; with
