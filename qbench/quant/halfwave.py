@@ -9,6 +9,7 @@ import functools
 import torch
 
 from qbench.quant.dorefa import _check_bits
+from qbench.quant.ste import straight_through
 
 MAX_BITS = 8  # the step is fitted over 2^k - 1 levels by numerical integration; HWGQ and TSQ use 1-4 bits
 
@@ -33,7 +34,6 @@ def _check_hwgq_bits(k) -> int:
     if _check_bits(k) != 32 and k > MAX_BITS:
         raise ValueError(f"HWGQ bit width must be an integer from 1 to {MAX_BITS}, or 32 (off), got {k!r}")
     return k
-from qbench.quant.ste import straight_through
 
 
 @_fitted
