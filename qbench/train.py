@@ -93,9 +93,10 @@ class Trainer:
         self.eval_model = self.model
         if self.compile_pending:
             # evaluation is compiled too: each batch re-quantizes every weight, which eager runs pass by pass.
-            # Its graphs (no_grad, eval mode) sit beside the training graphs of each stage (SQ, INQ, bottom_up),
-            # so torch's limit of 8 per function is doubled to keep the stages compiled
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16)
+            # Its graphs (no_grad, eval mode) sit beside the training graphs of each stage (SQ, INQ, bottom_up's
+            # one per layer), so torch's limit of 8 per function grows to two per stage plus its own 8
+            variants = max((cb.graph_variants() for cb in self.method.callbacks), default=1)
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 16, 2 * variants + 8)
             self.eval_model = torch.compile(self.model, **compile_options(cfg.trainer))
             self.step_model = (self.eval_model if self.step_model is self.model
                                else torch.compile(self.step_model, **compile_options(cfg.trainer)))

@@ -179,3 +179,33 @@ def test_compile_mode_reaches_torch_compile_only_when_set():
     assert compile_options(t) == {"backend": "aot_eager"}
     t = OmegaConf.create({"compile_backend": "inductor", "compile_mode": "reduce-overhead"})
     assert compile_options(t) == {"backend": "inductor", "mode": "reduce-overhead"}
+
+
+def test_bottom_up_on_a_deep_model_stays_compiled_through_every_phase(tmp_path):
+    """bottom_up has one phase per layer, each a different forward (which layers quantize, which train) in
+    training and in evaluation: 2 x 9 graphs for an 8-layer MLP, past torch's default limit of 8 and the 16
+    qbench set before. The trainer sizes the limit from the method's stages, so no phase falls back to eager."""
+    from torch._dynamo import register_backend
+
+    from qbench.train import Trainer
+
+    graphs = []
+
+    @register_backend
+    def qbench_test_counting(gm, example_inputs):
+        graphs.append(torch.is_grad_enabled())
+        return gm.forward
+
+    torch._dynamo.reset()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.set_num_threads(1)
+    trainer = Trainer(compose(TINY + ["method=bottom_up", "model.hidden=[16,16,16,16,16,16,16]",
+                                      "data.subset=100", "data.val_subset=100", "trainer.epochs=9",
+                                      "trainer.compile=true", "trainer.compile_backend=qbench_test_counting",
+                                      f"data.root={DATA}"]), run_dir)
+    assert trainer.callbacks[0].graph_variants() == 9  # the float phase, then one per layer
+    assert torch._dynamo.config.recompile_limit >= 2 * 9 + 8
+    summary = trainer.fit()
+    assert summary["status"] == "completed"
+    assert graphs.count(True) == 9 and graphs.count(False) == 9  # each phase compiled, for training and evaluation

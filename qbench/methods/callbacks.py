@@ -4,7 +4,8 @@ Hooks (all optional): ``setup(model)`` (once the method has quantized the model;
 the model's layers sizes itself here and raises ValueError for a model it cannot run), ``param_groups(model, lr)``, ``lr_restarts() -> epochs that start a new schedule``,
 ``on_train_start(trainer)``, ``on_epoch_start(trainer, epoch)``, ``on_train_batch_start(trainer, step)``,
 ``on_before_optimizer_step(trainer)`` (the gradients are complete, across ranks too), ``on_after_optimizer_step(trainer)``,
-``on_epoch_end(trainer, epoch) -> dict of scalars to log``.
+``on_epoch_end(trainer, epoch) -> dict of scalars to log``, ``graph_variants() -> how many different forward
+graphs the run needs`` (a compiled model keeps one per stage that changes the forward or what trains).
 State that must survive a resume goes through ``state_dict`` / ``load_state_dict`` (plain data and tensors).
 """
 from __future__ import annotations
@@ -43,6 +44,11 @@ class Callback:
         """Epochs at which the learning-rate schedule starts again from optim.lr, with a fresh optimizer state
         (each schedule runs until the next restart); None: one schedule for the whole run."""
         return None
+
+    def graph_variants(self) -> int:
+        """How many forwards that differ in Python state (flags, requires_grad) the run goes through: torch.compile
+        keeps one graph per variant and mode, and falls back to eager past its recompile limit."""
+        return 1
 
     def on_train_start(self, trainer) -> None: ...
 

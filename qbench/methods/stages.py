@@ -46,6 +46,9 @@ class StagedSchedule(Callback):
                              f"allowed: trainer.epochs >= {n_stages}")
         self.epochs, self.n_stages, self.stage_mode = epochs, n_stages, stage_mode
 
+    def graph_variants(self) -> int:
+        return self.n_stages
+
     def lr_restarts(self) -> list[int] | None:
         """The first epoch of each stage: where the trainer starts a new schedule and optimizer."""
         if self.stage_mode != "restart":
