@@ -17,6 +17,9 @@ from qbench.errors import UserError, choices
 
 CONFIG_DIR = Path(os.environ.get("QBENCH_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 GROUPS = ("method", "model", "dataset", "optim", "sched")
+# where ``+key=value`` may add a key: nodes whose keys all go to a constructor (or are only recorded: tags).
+# Everywhere else qbench reads keys by name, so an added one would be silently ignored.
+OPEN_NODES = ("method", "model", "optim", "sched", "tags")
 MAX_PRECHECK_JOBS = 64
 # torch.compile's modes; reduce-overhead replays the step as CUDA graphs, which is what a small model whose
 # step is bound by kernel launches (the MNIST MLPs) needs
@@ -116,14 +119,13 @@ def check_overrides(overrides: list[str], data: bool = True) -> None:
         base = _compose_groups(tuple(groups_only))
         for j in job:
             key = j.split("=", 1)[0]
+            if key.startswith("+") and key.lstrip("+").split(".")[0] not in (*OPEN_NODES, "hydra") \
+                    and OmegaConf.select(base, key.lstrip("+"), default=_MISSING) is _MISSING:
+                _unknown_key(base, key.lstrip("+"), added=True)
             if key.startswith(("+", "~")) or key in GROUPS or "/" in key or "@" in key:
                 continue
             if OmegaConf.select(base, key, default=_MISSING) is _MISSING:
-                parent = key.rsplit(".", 1)[0] if "." in key else ""
-                node = OmegaConf.select(base, parent) if parent else base
-                keys = choices(node.keys()) if isinstance(node, DictConfig) else "(none)"
-                where = f"under {parent!r}" if parent else "at top level"
-                raise UserError(f"unknown config key {key!r}; keys {where}: {keys}")
+                _unknown_key(base, key)
         try:
             cfg = compose(job)
         except Exception as e:
@@ -134,6 +136,15 @@ def check_overrides(overrides: list[str], data: bool = True) -> None:
         if data and data_key not in checked_data:
             check_data(cfg)
             checked_data.add(data_key)
+
+
+def _unknown_key(base: DictConfig, key: str, added: bool = False) -> None:
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    node = OmegaConf.select(base, parent) if parent else base
+    keys = choices(node.keys()) if isinstance(node, DictConfig) else "(none)"
+    where = f"under {parent!r}" if parent else "at top level"
+    why = (f" (+ adds keys only under {', '.join(OPEN_NODES)}: qbench reads no other new key)" if added else "")
+    raise UserError(f"unknown config key {key!r}{why}; keys {where}: {keys}")
 
 
 def compile_options(trainer: DictConfig) -> dict:

@@ -88,6 +88,11 @@ def test_vgg_small_layout():
     (["model=resnet19"], "unknown model 'resnet19'; valid: alexnet_bn, alexnet_dorefa, binarydensenet28"),
     (["method=fp,bnn,nope"], "unknown method 'nope'"),
     (["trainer.epoch=3"], "unknown config key 'trainer.epoch'; keys under 'trainer': amp, batch_size"),
+    # + may add keys only where they reach a constructor: a new trainer or top-level key would be ignored
+    (["+trainer.epoch=3"], "unknown config key 'trainer.epoch' (+ adds keys only under method, model, optim"),
+    (["++data.hold_out=5"], "unknown config key 'data.hold_out' (+ adds keys only under"),
+    (["+experiment=bnn__mnist_torch7_mlp_w1_a1_err"], "unknown config key 'experiment' (+ adds keys only under"),
+    (["+optim.foo=1"], "Adam.__init__() got an unexpected keyword argument 'foo'"),
     (["method=qat", "method.quant_delay=-2"], "quant_delay must be a whole number of epochs >= 0, got -2"),
     (["trainer.epochs=0"], "trainer.epochs=0 is invalid; allowed: an integer >= 1"),
     (["trainer.epochs=abc"], "trainer.epochs='abc' is invalid"),
