@@ -209,3 +209,35 @@ def test_bottom_up_on_a_deep_model_stays_compiled_through_every_phase(tmp_path):
     summary = trainer.fit()
     assert summary["status"] == "completed"
     assert graphs.count(True) == 9 and graphs.count(False) == 9  # each phase compiled, for training and evaluation
+
+
+def test_compiled_cpu_runs_draw_eager_random_numbers(tmp_path):
+    """On the CPU the trainer makes inductor draw random numbers with eager's generator (fallback_random):
+    a compiled stochastic quantizer then gives exactly the eager result for the same seed."""
+    import shutil
+
+    import torch._inductor.config as inductor_config
+
+    from qbench.quant.binary import binaryconnect
+    from qbench.train import Trainer
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    old = inductor_config.fallback_random
+    try:
+        inductor_config.fallback_random = False
+        Trainer(compose(TINY + ["method=binaryconnect", "method.mode=stoch", "trainer.compile=true",
+                                "trainer.compile_backend=aot_eager", "trainer.device=cpu", f"data.root={DATA}"]), run_dir)
+        assert inductor_config.fallback_random
+        if not (shutil.which("c++") or shutil.which("g++")):
+            pytest.skip("inductor needs a C++ compiler on the CPU")
+        torch._dynamo.reset()
+        w = torch.empty(64, 48).uniform_(-1, 1)
+        compiled = torch.compile(lambda v: binaryconnect(v, mode="stoch"), backend="inductor")
+        torch.manual_seed(3)
+        eager = binaryconnect(w, mode="stoch")
+        torch.manual_seed(3)
+        assert torch.equal(compiled(w), eager)
+        assert 0 < int((eager > 0).sum()) < w.numel()  # a real draw, not all one sign
+    finally:
+        inductor_config.fallback_random = old
