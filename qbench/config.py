@@ -119,7 +119,8 @@ def check_overrides(overrides: list[str], data: bool = True) -> None:
         base = _compose_groups(tuple(groups_only))
         for j in job:
             key = j.split("=", 1)[0]
-            if key.startswith("+") and key.lstrip("+").split(".")[0] not in (*OPEN_NODES, "hydra") \
+            if key.startswith("+") and "/" not in key and "@" not in key \
+                    and key.lstrip("+").split(".")[0] not in OPEN_NODES \
                     and OmegaConf.select(base, key.lstrip("+"), default=_MISSING) is _MISSING:
                 _unknown_key(base, key.lstrip("+"), added=True)
             if key.startswith(("+", "~")) or key in GROUPS or "/" in key or "@" in key:
