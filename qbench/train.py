@@ -102,7 +102,7 @@ class Trainer:
 
                 # inductor's own CPU random numbers (Philox, element by element) cost twice eager's generator:
                 # BinaryConnect stoch's 2.9M draws a batch, 57 vs 27 ms. Falling back to eager's generator is
-                # faster and draws eager's numbers, so a compiled CPU run's figures match the eager run's
+                # faster and draws the very numbers an eager run with the same seed draws
                 inductor_config.fallback_random = True
             self.eval_model = torch.compile(self.model, **compile_options(cfg.trainer))
             self.step_model = (self.eval_model if self.step_model is self.model
