@@ -83,6 +83,32 @@ def test_glorot_lr_scale_matches_bc_code():
     assert shifted[0]["lr_scale"] == 32.0 and abs(shifted[0]["lr"] - 0.032) < 1e-12
 
 
+def test_glorot_lr_scale_on_batch_norm_gammas_as_bnn_torch7_mnist_model():
+    """BinaryNet_MNIST_Model.lua's learning-rate vector: binary layers 1/sqrt(1.5 / (fan_in + fan_out)), each
+    batch norm's gamma 1/sqrt(1.5 / C) (shift ones and the output one), betas 1."""
+    from qbench.nn import ShiftBatchNorm, shift_batch_norms
+    model = create_model("mlp", 1, 10, 28, hidden=[2048])
+    apply_layer_policy(model, ste_sign, None, False, False)
+    shift_batch_norms(model)
+    assert isinstance(model[2], ShiftBatchNorm) and isinstance(model[5], nn.BatchNorm1d)
+    lr = 2.0 ** -6
+    groups = GlorotLRScale(batch_norm_gamma=True).param_groups(model, lr)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert len(lr_of) == len(list(model.parameters()))  # every parameter once
+    assert lr_of[id(model[1].weight)] == pytest.approx(lr * (2832 / 1.5) ** 0.5)  # 784 + 2048
+    assert lr_of[id(model[4].weight)] == pytest.approx(lr * (2058 / 1.5) ** 0.5)  # 2048 + 10
+    assert lr_of[id(model[2].weight)] == pytest.approx(lr * 36.950417, rel=1e-6)  # sqrt(2048 / 1.5)
+    assert lr_of[id(model[5].weight)] == pytest.approx(lr * 2.5819889, rel=1e-6)  # sqrt(10 / 1.5)
+    assert lr_of[id(model[2].bias)] == lr and lr_of[id(model[5].bias)] == lr
+    # without the option (the default, and BNN's CIFAR-10 / SVHN models) the gammas keep the base rate
+    plain = {id(p): g["lr"] for g in GlorotLRScale().param_groups(model, lr) for p in g["params"]}
+    assert plain[id(model[2].weight)] == lr and plain[id(model[5].weight)] == lr
+    # rounded to a power of two with the layers' scale: 36.95 -> 32
+    shifted = {id(p): g["lr"] for g in GlorotLRScale(power_of_two=True, batch_norm_gamma=True)
+               .param_groups(model, lr) for p in g["params"]}
+    assert shifted[id(model[2].weight)] == lr * 32
+
+
 def test_glorot_lr_scale_exponent_two_steps_as_bc_mnist_code_on_plus_minus_h_weights():
     """bc_repo's mnist_mlp.py binarizes to +-H (H = sqrt(6 / (fan_in + fan_out)) / 2), clips to [-H, H] and takes
     plain SGD steps. A batch norm follows the layer, so qbench's +-1 weights v = w / H with lr / H^2 per layer

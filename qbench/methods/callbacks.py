@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from qbench.nn.layers import _QuantizedMixin
+from qbench.nn.shift_bn import ShiftBatchNorm
 from qbench.quant.shift import ap2_scalar
 
 
@@ -142,22 +143,38 @@ class GlorotLRScale(Callback):
     a batch norm, so weights w = H v give the same network as v in [-1, 1], and dC/dv = H dC/dw: an SGD step
     of lr on w is a step of lr / H^2 on v. Under Adam, whose step does not scale with the gradient, 1/H is
     the same equivalence.
+
+    ``batch_norm_gamma``: each batch norm's gamma gets the scale too, with C features in place of
+    fan_in + fan_out: 1/sqrt(1.5 / C). BNN's Torch7 MNIST model does this (its per-parameter learning-rate
+    vector, ``BinaryNet_MNIST_Model.lua``: sqrt(2048 / 1.5) = 37 for the shift batch norms, sqrt(10 / 1.5) for
+    the output one); its CIFAR-10 and SVHN models leave batch norms at the base rate. Betas always keep it.
     """
 
-    def __init__(self, power_of_two: bool = False, exponent: float | None = None):
+    def __init__(self, power_of_two: bool = False, exponent: float | None = None,
+                 batch_norm_gamma: bool | None = False):
         exponent = 1.0 if exponent is None else exponent
         if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or exponent <= 0:
             raise ValueError(f"glorot_lr_scale exponent must be a number > 0, got {exponent!r}")
         self.power_of_two, self.exponent = bool(power_of_two), float(exponent)
+        self.batch_norm_gamma = bool(batch_norm_gamma)
+
+    def _scale(self, fans: int) -> float:
+        scale = (1.0 / math.sqrt(1.5 / fans)) ** self.exponent
+        return ap2_scalar(scale) if self.power_of_two else scale
 
     def param_groups(self, model: nn.Module, lr: float) -> list[dict]:
         scaled, ids = [], set()
         for m, w in quantized_weights(model):
             fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
-            scale = (1.0 / math.sqrt(1.5 / (fan_in + fan_out))) ** self.exponent
-            scale = ap2_scalar(scale) if self.power_of_two else scale
+            scale = self._scale(fan_in + fan_out)
             scaled.append({"params": [w], "lr": lr * scale, "lr_scale": scale})
             ids.add(id(w))
+        bns = ([m for m in model.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, ShiftBatchNorm))
+                and m.weight is not None] if self.batch_norm_gamma else [])
+        for m in bns:
+            scale = self._scale(m.num_features)
+            scaled.append({"params": [m.weight], "lr": lr * scale, "lr_scale": scale})
+            ids.add(id(m.weight))
         rest = [p for p in model.parameters() if id(p) not in ids]
         return scaled + [{"params": rest, "lr": lr, "lr_scale": 1.0}]
 
