@@ -107,6 +107,10 @@ def test_glorot_lr_scale_on_batch_norm_gammas_as_bnn_torch7_mnist_model():
     shifted = {id(p): g["lr"] for g in GlorotLRScale(power_of_two=True, batch_norm_gamma=True)
                .param_groups(model, lr) for p in g["params"]}
     assert shifted[id(model[2].weight)] == lr * 32
+    with pytest.raises(ValueError, match="batch_norm_gamma must be true, false or null, got 'maybe'"):
+        GlorotLRScale(batch_norm_gamma="maybe")
+    with pytest.raises(ValueError, match="power_of_two must be true, false or null, got 1"):
+        GlorotLRScale(power_of_two=1)
 
 
 def test_glorot_lr_scale_exponent_two_steps_as_bc_mnist_code_on_plus_minus_h_weights():

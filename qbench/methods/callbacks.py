@@ -150,11 +150,14 @@ class GlorotLRScale(Callback):
     the output one); its CIFAR-10 and SVHN models leave batch norms at the base rate. Betas always keep it.
     """
 
-    def __init__(self, power_of_two: bool = False, exponent: float | None = None,
+    def __init__(self, power_of_two: bool | None = False, exponent: float | None = None,
                  batch_norm_gamma: bool | None = False):
         exponent = 1.0 if exponent is None else exponent
         if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or exponent <= 0:
             raise ValueError(f"glorot_lr_scale exponent must be a number > 0, got {exponent!r}")
+        for name, flag in (("power_of_two", power_of_two), ("batch_norm_gamma", batch_norm_gamma)):
+            if flag is not None and not isinstance(flag, bool):
+                raise ValueError(f"glorot_lr_scale {name} must be true, false or null, got {flag!r}")
         self.power_of_two, self.exponent = bool(power_of_two), float(exponent)
         self.batch_norm_gamma = bool(batch_norm_gamma)
 
@@ -169,12 +172,11 @@ class GlorotLRScale(Callback):
             scale = self._scale(fan_in + fan_out)
             scaled.append({"params": [w], "lr": lr * scale, "lr_scale": scale})
             ids.add(id(w))
-        bns = ([m for m in model.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, ShiftBatchNorm))
-                and m.weight is not None] if self.batch_norm_gamma else [])
-        for m in bns:
-            scale = self._scale(m.num_features)
-            scaled.append({"params": [m.weight], "lr": lr * scale, "lr_scale": scale})
-            ids.add(id(m.weight))
+        for m in model.modules() if self.batch_norm_gamma else ():
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, ShiftBatchNorm)) and m.weight is not None:
+                scale = self._scale(m.num_features)
+                scaled.append({"params": [m.weight], "lr": lr * scale, "lr_scale": scale})
+                ids.add(id(m.weight))
         rest = [p for p in model.parameters() if id(p) not in ids]
         return scaled + [{"params": rest, "lr": lr, "lr_scale": 1.0}]
 
