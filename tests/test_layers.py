@@ -5,7 +5,7 @@ from torch import nn
 
 from qbench.methods import ClipWeights, GlorotLRScale, XnorCodeGradScale, XnorCodeWeights, apply_layer_policy
 from qbench.models import create_model
-from qbench.nn import QConv2d, QLinear
+from qbench.nn import QConv2d, QLinear, ShiftBatchNorm, shift_batch_norms
 from qbench.quant import binarize_scaled, sign, ste_sign
 
 
@@ -160,6 +160,27 @@ def test_mlp_bn_momentum_sets_every_batch_norm():
                if isinstance(m, nn.BatchNorm1d))  # null: PyTorch's
     with pytest.raises(ValueError, match="bn_momentum must be a number in \\(0, 1\\] or null, got 1.5"):
         create_model("mlp", 1, 10, 28, bn_momentum=1.5)
+
+
+def test_mlp_bn_gamma_init_uniform_as_torch7_and_only_the_output_one_under_shift_batch_norm():
+    """Torch7's nn.BatchNormalization:reset of 2016 draws gamma from U(0, 1); BNN's Torch7 MNIST model has it
+    only on the output (its hidden BatchNormalizationShiftPow2 fill gamma with 1)."""
+    torch.manual_seed(0)
+    model = create_model("mlp", 1, 10, 28, hidden=[64, 64], bn_gamma_init="uniform")
+    gammas = [m.weight.detach() for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert [g.numel() for g in gammas] == [64, 64, 10]
+    for g in gammas:
+        assert 0 <= g.min() and g.max() < 1 and g.std() > 0.1  # spread over (0, 1), not a constant
+    assert all((m.weight == 1).all() for name in (None, "ones")
+               for m in create_model("mlp", 1, 10, 28, hidden=[8], bn_gamma_init=name).modules()
+               if isinstance(m, nn.BatchNorm1d))
+    with pytest.raises(ValueError, match="bn_gamma_init must be ones, uniform or null, got 'normal'"):
+        create_model("mlp", 1, 10, 28, bn_gamma_init="normal")
+
+    shift_batch_norms(model)
+    hidden = [m for m in model.modules() if isinstance(m, ShiftBatchNorm)]
+    assert len(hidden) == 2 and all((m.weight == 1).all() for m in hidden)
+    assert torch.equal(model[-1].weight.detach(), gammas[-1])  # the output batch norm keeps its draw
 
 
 @pytest.mark.parametrize("method", ["binaryconnect", "bnn"])

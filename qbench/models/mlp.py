@@ -10,15 +10,22 @@ from qbench.models.registry import activation as make_act, register_model
 @register_model("mlp", max_image_size=64)
 def mlp(in_channels: int, num_classes: int, image_size: int, hidden: list[int] = (1024, 1024, 1024),
         activation: str = "relu", dropout_in: float = 0.0, dropout_hidden: float = 0.0,
-        out_bn: bool = True, bn_eps: float = 1e-4, bn_momentum: float | None = None) -> nn.Module:
+        out_bn: bool = True, bn_eps: float = 1e-4, bn_momentum: float | None = None,
+        bn_gamma_init: str | None = None) -> nn.Module:
     """``bn_momentum``: the weight of each batch in the batch norms' running statistics (None: PyTorch's 0.1;
-    BinaryConnect's code: 0.33 for batches of 200)."""
+    BinaryConnect's code: 0.33 for batches of 200). ``bn_gamma_init``: None or "ones" (PyTorch's gamma = 1) |
+    "uniform" (gamma ~ U(0, 1), as Torch7's ``nn.BatchNormalization:reset`` drew it when BNN's code was written)."""
     if bn_momentum is not None and (isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float))
                                     or not 0 < bn_momentum <= 1):
         raise ValueError(f"bn_momentum must be a number in (0, 1] or null, got {bn_momentum!r}")
+    if bn_gamma_init not in (None, "ones", "uniform"):
+        raise ValueError(f"bn_gamma_init must be ones, uniform or null, got {bn_gamma_init!r}")
 
     def bn(n: int) -> nn.BatchNorm1d:
-        return nn.BatchNorm1d(n, eps=bn_eps, momentum=0.1 if bn_momentum is None else bn_momentum)
+        norm = nn.BatchNorm1d(n, eps=bn_eps, momentum=0.1 if bn_momentum is None else bn_momentum)
+        if bn_gamma_init == "uniform":
+            nn.init.uniform_(norm.weight, 0.0, 1.0)
+        return norm
 
     layers: list[nn.Module] = [nn.Flatten()]
     if dropout_in:
