@@ -162,24 +162,28 @@ def test_mlp_bn_momentum_sets_every_batch_norm():
         create_model("mlp", 1, 10, 28, bn_momentum=1.5)
 
 
-def test_mlp_bn_gamma_init_uniform_as_torch7_and_only_the_output_one_under_shift_batch_norm():
-    """Torch7's nn.BatchNormalization:reset of 2016 draws gamma from U(0, 1); BNN's Torch7 MNIST model has it
-    only on the output (its hidden BatchNormalizationShiftPow2 fill gamma with 1)."""
+@pytest.mark.parametrize("name,kwargs,sizes", [("mlp", dict(hidden=[64, 64]), [64, 64, 10]),
+                                               ("vgg_small", dict(width=0.125), [16, 16, 32, 32, 64, 64, 128, 128, 10])])
+def test_bn_gamma_init_uniform_as_torch7_and_only_the_output_one_under_shift_batch_norm(name, kwargs, sizes):
+    """Torch7's nn.BatchNormalization:reset of 2016 draws gamma from U(0, 1); BNN's Torch7 models have it
+    only on the output (their hidden ShiftPow2 batch norms fill gamma with 1)."""
+    size = 28 if name == "mlp" else 32
     torch.manual_seed(0)
-    model = create_model("mlp", 1, 10, 28, hidden=[64, 64], bn_gamma_init="uniform")
-    gammas = [m.weight.detach() for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
-    assert [g.numel() for g in gammas] == [64, 64, 10]
+    model = create_model(name, 1, 10, size, bn_gamma_init="uniform", **kwargs)
+    gammas = [m.weight.detach() for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert [g.numel() for g in gammas] == sizes
     for g in gammas:
-        assert 0 <= g.min() and g.max() < 1 and g.std() > 0.1  # spread over (0, 1), not a constant
-    assert all((m.weight == 1).all() for name in (None, "ones")
-               for m in create_model("mlp", 1, 10, 28, hidden=[8], bn_gamma_init=name).modules()
-               if isinstance(m, nn.BatchNorm1d))
+        assert 0 <= g.min() and g.max() < 1 and len(set(g.tolist())) == g.numel()  # drawn, not a constant
+    assert torch.cat(gammas).std() > 0.2  # U(0, 1): std 0.29
+    for how in (None, "ones"):
+        assert all((m.weight == 1).all() for m in create_model(name, 1, 10, size, bn_gamma_init=how, **kwargs).modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm))
     with pytest.raises(ValueError, match="bn_gamma_init must be ones, uniform or null, got 'normal'"):
-        create_model("mlp", 1, 10, 28, bn_gamma_init="normal")
+        create_model(name, 1, 10, size, bn_gamma_init="normal", **kwargs)
 
     shift_batch_norms(model)
     hidden = [m for m in model.modules() if isinstance(m, ShiftBatchNorm)]
-    assert len(hidden) == 2 and all((m.weight == 1).all() for m in hidden)
+    assert len(hidden) == len(sizes) - 1 and all((m.weight == 1).all() for m in hidden)
     assert torch.equal(model[-1].weight.detach(), gammas[-1])  # the output batch norm keeps its draw
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from qbench.models.registry import activation as make_act, register_model
+from qbench.models.registry import activation as make_act, batch_norm_gamma_init, register_model
 
 
 @register_model("mlp", max_image_size=64)
@@ -13,19 +13,15 @@ def mlp(in_channels: int, num_classes: int, image_size: int, hidden: list[int] =
         out_bn: bool = True, bn_eps: float = 1e-4, bn_momentum: float | None = None,
         bn_gamma_init: str | None = None) -> nn.Module:
     """``bn_momentum``: the weight of each batch in the batch norms' running statistics (None: PyTorch's 0.1;
-    BinaryConnect's code: 0.33 for batches of 200). ``bn_gamma_init``: None or "ones" (PyTorch's gamma = 1) |
-    "uniform" (gamma ~ U(0, 1), as Torch7's ``nn.BatchNormalization:reset`` drew it when BNN's code was written)."""
+    BinaryConnect's code: 0.33 for batches of 200). ``bn_gamma_init``: see ``batch_norm_gamma_init``."""
     if bn_momentum is not None and (isinstance(bn_momentum, bool) or not isinstance(bn_momentum, (int, float))
                                     or not 0 < bn_momentum <= 1):
         raise ValueError(f"bn_momentum must be a number in (0, 1] or null, got {bn_momentum!r}")
-    if bn_gamma_init not in (None, "ones", "uniform"):
-        raise ValueError(f"bn_gamma_init must be ones, uniform or null, got {bn_gamma_init!r}")
 
-    def bn(n: int) -> nn.BatchNorm1d:
-        norm = nn.BatchNorm1d(n, eps=bn_eps, momentum=0.1 if bn_momentum is None else bn_momentum)
-        if bn_gamma_init == "uniform":
-            nn.init.uniform_(norm.weight, 0.0, 1.0)
-        return norm
+    gamma_init = batch_norm_gamma_init(bn_gamma_init)
+
+    def bn(n: int) -> nn.Module:
+        return gamma_init(nn.BatchNorm1d(n, eps=bn_eps, momentum=0.1 if bn_momentum is None else bn_momentum))
 
     layers: list[nn.Module] = [nn.Flatten()]
     if dropout_in:

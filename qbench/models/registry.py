@@ -37,6 +37,20 @@ def create_model(name: str, in_channels: int, num_classes: int, image_size: int,
     return entry.fn(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
 
 
+def batch_norm_gamma_init(how: str | None) -> Callable[[nn.Module], nn.Module]:
+    """What a model applies to each batch norm it builds: None or "ones" keeps PyTorch's gamma = 1; "uniform"
+    draws gamma from U(0, 1), as Torch7's ``nn.BatchNormalization:reset`` did when BNN's Torch7 code was
+    written (its output batch norm). Checks ``how`` before anything is built."""
+    if how not in (None, "ones", "uniform"):
+        raise ValueError(f"bn_gamma_init must be ones, uniform or null, got {how!r}")
+
+    def init(norm: nn.Module) -> nn.Module:
+        if how == "uniform":
+            nn.init.uniform_(norm.weight, 0.0, 1.0)
+        return norm
+    return init
+
+
 def activation(name: str) -> nn.Module:
     """The nonlinearity between layers. BNN uses hardtanh: its sign STE then sees values in [-1, 1]; DoReFa's
     AlexNet clips to [0, 1] (clip01); Darknet's nets use a leaky ReLU of slope 0.1 (leaky)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from qbench.models.registry import activation as make_act, register_model
+from qbench.models.registry import activation as make_act, batch_norm_gamma_init, register_model
 
 # stage = (channels, convs); every stage ends with a 2x2 max-pool
 SPECS = {
@@ -33,11 +33,12 @@ SPECS = {
 
 def _vgg(spec: dict, in_channels: int, num_classes: int, image_size: int, width: float, activation: str,
          bn_eps: float, out_bn: bool, conv_dropout: float, fc_dropout: float, bn: bool = True,
-         fc_width: float | None = None, bias: bool | None = None) -> nn.Module:
+         fc_width: float | None = None, bias: bool | None = None, bn_gamma_init: str | None = None) -> nn.Module:
     hidden_bias = not bn if bias is None else bias  # null: only without batch norm; false: none (WAGE's code)
     out_bias = not (out_bn and bn) if bias is None else bias
-    norm2d = (lambda c: nn.BatchNorm2d(c, eps=bn_eps)) if bn else (lambda c: nn.Identity())
-    norm1d = (lambda c: nn.BatchNorm1d(c, eps=bn_eps)) if bn else (lambda c: nn.Identity())
+    gamma_init = batch_norm_gamma_init(bn_gamma_init)
+    norm2d = (lambda c: gamma_init(nn.BatchNorm2d(c, eps=bn_eps))) if bn else (lambda c: nn.Identity())
+    norm1d = (lambda c: gamma_init(nn.BatchNorm1d(c, eps=bn_eps))) if bn else (lambda c: nn.Identity())
     layers: list[nn.Module] = []
     c_in, size = in_channels, image_size
     for channels, convs in spec["stages"]:
@@ -67,7 +68,7 @@ def _vgg(spec: dict, in_channels: int, num_classes: int, image_size: int, width:
         f_in = f
     layers.append(nn.Linear(f_in, num_classes, bias=out_bias))
     if out_bn and bn:
-        layers.append(nn.BatchNorm1d(num_classes, eps=bn_eps))
+        layers.append(norm1d(num_classes))
     return nn.Sequential(*layers)
 
 
@@ -77,9 +78,9 @@ def _register(name: str):
     def build(in_channels: int, num_classes: int, image_size: int, width: float = 1.0,
               activation: str = "relu", bn_eps: float = 1e-5, out_bn: bool = spec["out_bn"],
               conv_dropout: float = spec["conv_dropout"], fc_dropout: float = spec["fc_dropout"], bn: bool = True,
-              fc_width: float | None = None, bias: bool | None = None):
+              fc_width: float | None = None, bias: bool | None = None, bn_gamma_init: str | None = None):
         return _vgg(spec, in_channels, num_classes, image_size, width, activation, bn_eps, out_bn,
-                    conv_dropout, fc_dropout, bn, fc_width, bias)
+                    conv_dropout, fc_dropout, bn, fc_width, bias, bn_gamma_init)
 
     build.__name__ = name
     register_model(name)(build)
