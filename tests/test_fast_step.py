@@ -39,6 +39,20 @@ def test_bnn_layer_in_bf16_equals_float32_exactly():
     assert out.dtype == torch.bfloat16 and torch.equal(out.float(), ref)
 
 
+def test_bnn_layer_output_in_bf16_is_rounded_past_256():
+    """The +-1 operands are exact in bf16, the layer's bf16 output is not: a sum of 257 +1 products (an odd
+    integer above 2^8) has 9 significant bits, one more than bf16 holds, and comes out as 256."""
+    net = nn.Sequential(nn.Linear(1, 257), nn.Linear(257, 1, bias=False), nn.Linear(1, 1))
+    build_method(compose(["method=bnn"]).method).apply(net)
+    wide = net[1]
+    with torch.no_grad():
+        wide.weight.fill_(0.5)  # binarized: every weight +1
+    ones = torch.ones(1, 257)
+    assert wide(ones).item() == 257
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert wide.low_precision_exact and wide(ones).item() == 256
+
+
 def test_scaled_and_multibit_layers_stay_float32_under_autocast():
     for method, overrides in (("xnor", []), ("dorefa", ["method.w_bits=2"]), ("twn", [])):
         layer = _layer(method, *overrides)
