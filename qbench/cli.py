@@ -22,14 +22,17 @@ commands:
                             continue an interrupted run from its last checkpoint
   ptq run=<run dir> [method.w_bits=8 method.a_bits=8 method.per_channel=true method.calib_batches=100]
                             post-training quantization of a finished full-precision run
-  table paper=<key> [table=T] [runs=<dir>...] [tier=full|smoke] [out=<dir>]
-                            a paper's reported figures beside your finished runs (status of each figure)
+  table paper=<key> [table=T] [runs=<dir>...] [tier=full|smoke] [out=<dir>] [--force]
+                            a paper's reported figures beside your finished runs (status of each figure);
+                            printed, and written as .md/.csv/.tex only with out= (never over a table
+                            that counted more runs, unless --force)
   reproduce paper=<key> [table=T] [rows=id,...] [seeds=3 | seed=3,4] [tier=smoke|full] [key=value ...]
                             run a paper's rows x seeds as one Hydra multirun (tagged for qbench table)
-  plot runs=<dir or glob>... [metric=val_acc] [by=method,model] [out=curves.png]
-  plot paper=<key> [table=T] [runs=<dir>] [tier=full|smoke] [metric=val_acc]
-                            learning curves overlaid: mean over seeds, min-max band (PNG)
-  compare runs=<dir or glob>... [by=method,model]
+  plot runs=<dir or glob>... [metric=val_acc] [by=method,model] [out=curves.png] [--force]
+  plot paper=<key> [table=T] [runs=<dir>] [tier=full|smoke] [metric=val_acc] [out=<dir>] [--force]
+                            learning curves overlaid: mean over seeds, min-max band (PNG; paper plots
+                            go to out=, default the current folder; never over a plot of more runs)
+  compare runs=<dir or glob>... [by=method,model] [out=<dir>] [--force]
                             finished runs side by side, mean ± std over seeds, one row per configuration
   summary model=<m> method=<m> dataset=<d> [key=value ...]
                             per layer: bits, parameters, MACs; model size quantized vs float32
@@ -243,6 +246,11 @@ def ptq_command(args: list[str]) -> int:
 LIST_ARGS = ("runs", "by", "rows")  # comma-separated lists; every other key=value is one value
 
 
+def _force(args: list[str]) -> tuple[list[str], bool]:
+    """The results commands' one flag: ``--force`` replaces an earlier table or plot that counted more runs."""
+    return [a for a in args if a != "--force"], "--force" in args
+
+
 def _kv(args: list[str], allowed: tuple[str, ...], command: str) -> dict[str, list[str]]:
     """key=value arguments of the results commands, checked against ``allowed``."""
     out: dict[str, list[str]] = {}
@@ -250,7 +258,8 @@ def _kv(args: list[str], allowed: tuple[str, ...], command: str) -> dict[str, li
         key, eq, value = a.partition("=")
         if not eq or key not in allowed:
             raise UserError(f"qbench {command}: unexpected argument {a!r}; valid: "
-                            + ", ".join(f"{k}=..." for k in allowed))
+                            + ", ".join(f"{k}=..." for k in allowed)
+                            + (", --force" if command in ("table", "plot", "compare") else ""))
         out.setdefault(key, []).extend([v for v in value.split(",") if v] if key in LIST_ARGS else [value])
     return out
 
@@ -278,6 +287,7 @@ def table_command(args: list[str]) -> int:
 
     from qbench.results.tables import paper_table
 
+    args, force = _force(args)
     kv = _kv(args, ("paper", "table", "runs", "out", "tier"), "table")
     if "paper" not in kv:
         from qbench.results import paper_keys
@@ -288,9 +298,14 @@ def table_command(args: list[str]) -> int:
         if not glob.glob(str(Path(pattern).expanduser())):
             raise UserError(f"runs={pattern!r}: no such folder (give the folder your runs are in, e.g. runs)")
     out = paper_table(key, kv.get("runs", ["runs"]), (kv.get("table") or [None])[0], tier)
+    stem = "table" + (f"_{kv['table'][0]}" if "table" in kv else "") + ("_smoke" if tier == "smoke" else "")
+    if "out" in kv:  # refused before anything is shown or written
+        out.check_write(Path(kv["out"][0]), stem, force)
     out.show(console())
-    written = out.write(Path((kv.get("out") or [f"results/{key}"])[0]), "table" + (
-        f"_{kv['table'][0]}" if "table" in kv else "") + ("_smoke" if tier == "smoke" else ""))
+    if "out" not in kv:  # printing is safe; files are written only where asked, so results/ is never touched
+        print("(printed only: add out=<dir> to write it as .md, .csv and .tex)")
+        return 0
+    written = out.write(Path(kv["out"][0]), stem, force=force)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -298,6 +313,7 @@ def table_command(args: list[str]) -> int:
 def plot_command(args: list[str]) -> int:
     from qbench.results.plots import plot_curves
 
+    args, force = _force(args)
     kv = _kv(args, ("runs", "paper", "table", "tier", "metric", "by", "out"), "plot")
     metric = (kv.get("metric") or ["val_acc"])[0]
     if "paper" in kv:
@@ -307,8 +323,8 @@ def plot_command(args: list[str]) -> int:
         written = []
         for t, series in paper_series(key, kv.get("runs", ["runs"]), (kv.get("table") or [None])[0], tier).items():
             name = f"curves_{t if t != '-' else 'main'}{'_smoke' if tier == 'smoke' else ''}.png"
-            out = Path((kv.get("out") or [f"results/{key}"])[0]) / name.replace(" ", "_").replace("§", "")
-            written.append(plot_curves(series, metric, f"{key} {t} ({tier} tier)", out))
+            out = Path((kv.get("out") or ["."])[0]) / name.replace(" ", "_").replace("§", "")
+            written.append(plot_curves(series, metric, f"{key} {t} ({tier} tier)", out, force))
         if not written:
             raise UserError(f"no finished {tier}-tier runs for paper {key!r} under {', '.join(kv.get('runs', ['runs']))}")
     else:
@@ -320,7 +336,7 @@ def plot_command(args: list[str]) -> int:
         series = [("/".join(str(v) for v in values) + (f" [{others}]" if others else ""), g.runs)
                   for values, others, g in labelled]
         written = [plot_curves(series, metric, f"{metric} of {', '.join(kv['runs'])}",
-                               Path((kv.get("out") or ["curves.png"])[0]))]
+                               Path((kv.get("out") or ["curves.png"])[0]), force)]
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -349,13 +365,16 @@ def compare_command(args: list[str]) -> int:
 
     from qbench.results.tables import compare
 
+    args, force = _force(args)
     kv = _kv(args, ("runs", "by", "out"), "compare")
     if "runs" not in kv:
         raise UserError("qbench compare needs runs=<run folder or glob>[,...]")
     out = compare(kv["runs"], kv.get("by", ["method", "model"]))
+    if "out" in kv:
+        out.check_write(Path(kv["out"][0]), "compare", force)
     out.show(console())
     if "out" in kv:
-        print("wrote " + ", ".join(str(p) for p in out.write(Path(kv["out"][0]), "compare")))
+        print("wrote " + ", ".join(str(p) for p in out.write(Path(kv["out"][0]), "compare", force)))
     return 0
 
 

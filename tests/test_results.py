@@ -404,3 +404,67 @@ def test_a_holdout_run_fills_its_row_with_the_test_error_at_its_best_validation_
     assert det[5] == "1.30 ± 0.14 (n=2)" and det[7] == "5 (test at best val epoch 812/934)"  # not 1 - val acc
     table = compare([str(tmp_path)], ["method"])
     assert table.columns[3] == "test acc % at best val" and table.rows[0][3] == "98.70 ± 0.14 (n=2)"
+
+
+# --- results are never replaced by fewer runs ------------------------------------------------------
+
+def _metrics(run: Path, accs) -> None:
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "val_acc": a}) + "\n"
+                                               for e, a in enumerate(accs)))
+
+
+def test_table_compare_and_plot_never_replace_an_output_of_more_runs(tmp_path):
+    """One class, three writers: a table's CSV rows and a plot's PNG record their runs; a rewrite that would
+    count fewer runs is refused with one line and leaves every file as it was, unless forced."""
+    from qbench.results.plots import plot_curves, runs_in_plot
+    from qbench.results.runs import find_runs
+
+    for seed in (0, 1, 2):
+        _fake_run(tmp_path / "runs", f"r{seed}", "fp", seed, 0.9 + seed / 100)
+        _metrics(tmp_path / "runs" / f"r{seed}", [0.5, 0.9])
+    out = tmp_path / "out"
+    three = compare([str(tmp_path / "runs")], ["method"])
+    three.write(out, "compare")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tmp_path / "runs" / "r2" / "summary.json").unlink()  # the same folder, now one run fewer
+    two = compare([str(tmp_path / "runs")], ["method"])
+    with pytest.raises(UserError, match=r"compare.csv holds more runs than this table found \(fp: 3 runs there, "
+                                        r"2 now\); not replaced.*--force"):
+        two.write(out, "compare")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing half-written
+    three.write(out, "compare")  # as many runs: a plain regeneration
+    assert two.write(out, "compare", force=True) and "(n=2)" in (out / "compare.md").read_text()
+
+    runs = find_runs([str(tmp_path / "runs")])[0]
+    png = plot_curves([("fp", runs)], "val_acc", "t", tmp_path / "c.png")
+    assert runs_in_plot(png) == 2
+    _fake_run(tmp_path / "runs", "r3", "fp", 3, 0.9)
+    _metrics(tmp_path / "runs" / "r3", [0.5, 0.9])
+    more = find_runs([str(tmp_path / "runs")])[0]
+    assert runs_in_plot(plot_curves([("fp", more)], "val_acc", "t", png)) == 3  # more runs: replaced
+    with pytest.raises(UserError, match="drew 3 runs, this plot 1; not replaced"):
+        plot_curves([("fp", more[:1])], "val_acc", "t", png)
+    assert runs_in_plot(png) == 3 and not [p for p in tmp_path.iterdir() if p.name.startswith(".c")]
+    (tmp_path / "other.png").write_bytes(png.read_bytes()[:8])  # not qbench's: its run count is unknown
+    with pytest.raises(UserError, match="records no run count"):
+        plot_curves([("fp", more)], "val_acc", "t", tmp_path / "other.png")
+
+
+def test_table_command_prints_by_default_and_never_clobbers_a_published_table(tmp_path):
+    """`qbench table paper=twn` in a folder with no runs once rewrote results/twn's 3-seed table as "not run"."""
+    import shutil
+
+    published = tmp_path / "results" / "twn"
+    shutil.copytree(REPO / "results" / "twn", published, ignore=shutil.ignore_patterns("run_records"))
+    before = {p: p.read_bytes() for p in published.rglob("*") if p.is_file()}
+    printed = qbench("table", "paper=twn", "table=T2", cwd=tmp_path)
+    assert printed.returncode == 0 and "printed only: add out=<dir>" in printed.stdout
+    bad = qbench("table", "paper=twn", "table=T2", "out=results/twn", cwd=tmp_path)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "MNIST LeNet-5 TWN: 3 runs there, 0 now" in bad.stderr and "not run" not in bad.stdout
+    assert {p: p.read_bytes() for p in published.rglob("*") if p.is_file()} == before
+    ok = qbench("table", "paper=twn", "table=T2", f"runs={REPO / 'results' / 'twn' / 'run_records'}",
+                "out=results/twn", cwd=tmp_path)  # the folder that holds them: regenerated unchanged
+    assert ok.returncode == 0, ok.stderr
+    assert (published / "table_T2.csv").read_bytes() == before[published / "table_T2.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no runs/ or stray files either

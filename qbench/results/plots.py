@@ -21,8 +21,25 @@ def _curve(run: Run, metric: str) -> dict[int, float]:
     return {r["epoch"]: scale * r[metric] for r in rows if r.get(metric) is not None}
 
 
-def plot_curves(series: list[tuple[str, list[Run]]], metric: str, title: str, out: Path) -> Path:
-    """One line per (label, runs); the runs of a label are seeds of one configuration."""
+RUNS_KEY = "qbench runs"  # PNG text chunk: how many runs a plot drew, so a re-plot never loses any
+
+
+def runs_in_plot(path: Path) -> int | None:
+    """The number of runs an earlier qbench plot drew (None for a PNG qbench did not write)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            value = im.text.get(RUNS_KEY)
+    except (OSError, ValueError):
+        return None
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def plot_curves(series: list[tuple[str, list[Run]]], metric: str, title: str, out: Path,
+                force: bool = False) -> Path:
+    """One line per (label, runs); the runs of a label are seeds of one configuration. An existing ``out``
+    that drew more runs (or that qbench did not write) is replaced only with ``force``."""
     if metric not in METRICS:
         raise UserError(f"metric={metric!r} is invalid; valid: {choices(METRICS)}")
     import matplotlib
@@ -32,7 +49,7 @@ def plot_curves(series: list[tuple[str, list[Run]]], metric: str, title: str, ou
     import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    drawn = 0
+    drawn = n_runs = 0
     for label, runs in series:
         curves = [c for c in (_curve(r, metric) for r in runs) if c]
         if not curves:
@@ -47,6 +64,7 @@ def plot_curves(series: list[tuple[str, list[Run]]], metric: str, title: str, ou
             ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(),
                             alpha=0.2, linewidth=0)
         drawn += 1
+        n_runs += len(curves)
     if not drawn:
         plt.close(fig)
         raise UserError(f"none of the runs has {metric} in its metrics.jsonl")
@@ -58,7 +76,19 @@ def plot_curves(series: list[tuple[str, list[Run]]], metric: str, title: str, ou
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if out.exists() and not force:
+        before = runs_in_plot(out)
+        if before is None or before > n_runs:
+            plt.close(fig)
+            raise UserError(f"{out} exists and " + ("records no run count (not written by this qbench plot)" if before is None else
+                            f"drew {before} runs, this plot {n_runs}") + "; not replaced. Write elsewhere with "
+                            "out=<file or dir>, or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", metadata={RUNS_KEY: str(n_runs)})
+        tmp.replace(out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out

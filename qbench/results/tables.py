@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -59,8 +62,9 @@ def _fmt(mean, std, n) -> str:
 class Output:
     """Rows of strings rendered to the terminal and, optionally, to .md / .csv / .tex files."""
 
-    def __init__(self, title: str, columns: list[str]):
+    def __init__(self, title: str, columns: list[str], key_columns: int = 1):
         self.title, self.columns, self.rows = title, columns, []
+        self.key_columns = key_columns  # the leading columns that name a row (the rest are its figures)
         self.notes: list[str] = []  # lines under the table (Markdown, terminal, LaTeX comments; not CSV)
 
     def add(self, *cells) -> None:
@@ -97,14 +101,64 @@ class Output:
         lines += [" & ".join(esc(c) for c in r) + " \\\\" for r in self.rows]
         return "\n".join(lines + ["\\hline", "\\end{tabular}"] + [f"% {n}" for n in self.notes]) + "\n"
 
-    def write(self, out: Path, stem: str) -> list[Path]:
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for ext, text in (("md", self.markdown()), ("csv", self.csv()), ("tex", self.latex())):
-            p = out / f"{stem}.{ext}"
-            p.write_text(text)
-            paths.append(p)
+    def runs_per_row(self) -> dict[tuple, int]:
+        return _runs_per_row(self.columns, self.rows, self.key_columns)
+
+    def check_write(self, out: Path, stem: str, force: bool = False) -> list[Path]:
+        """The paths ``write`` would write; a UserError if it would replace a table of more runs."""
+        paths = [out / f"{stem}.{ext}" for ext in ("md", "csv", "tex")]
+        lost = [] if force else _rows_losing_runs(paths[1], self.runs_per_row(), self.key_columns)
+        if lost:
+            raise UserError(f"{paths[1]} holds more runs than this table found ({'; '.join(lost[:3])}"
+                            f"{'; ...' if len(lost) > 3 else ''}); not replaced. Point runs= at the folder that "
+                            "holds them, write elsewhere with out=<dir>, or pass --force to replace it")
         return paths
+
+    def write(self, out: Path, stem: str, force: bool = False) -> list[Path]:
+        """Write ``<stem>.md/.csv/.tex`` into ``out``. An earlier table there whose rows counted more runs than
+        this one's is never replaced unless ``force``: a table regenerated from the wrong folder must not turn
+        published figures into "not run". All three files are written, or none."""
+        paths = self.check_write(out, stem, force)
+        out.mkdir(parents=True, exist_ok=True)
+        for p, text in zip(paths, (self.markdown(), self.csv(), self.latex())):
+            atomic_write(p, text.encode())
+        return paths
+
+
+RUN_COUNT = re.compile(r"\(n=(\d+)\)")
+
+
+def _runs_per_row(columns: list[str], rows: list[list[str]], key_columns: int) -> dict[tuple, int]:
+    """Runs behind each row of a table: the sum of its "(n=K)" cells, keyed by the row's naming columns."""
+    out: dict[tuple, int] = {}
+    for r in rows:
+        key = tuple(r[:key_columns])
+        out[key] = out.get(key, 0) + sum(int(m) for c in r[key_columns:] for m in RUN_COUNT.findall(c))
+    return out
+
+
+def _rows_losing_runs(old_csv: Path, new: dict[tuple, int], key_columns: int) -> list[str]:
+    """The rows of an earlier CSV table that counted more runs than the same rows do now."""
+    if not old_csv.is_file():
+        return []
+    rows = list(csv.reader(io.StringIO(old_csv.read_text(errors="replace"))))
+    if not rows:
+        return []
+    old = _runs_per_row(rows[0], rows[1:], key_columns)
+    return [f"{' / '.join(k)}: {n} run{'s' * (n != 1)} there, {new.get(k, 0)} now"
+            for k, n in old.items() if n > new.get(k, 0)]
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file in the same folder and a rename: never half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def paper_table(key: str, run_patterns: list[str], table: str | None = None, tier: str = "full") -> Output:
@@ -116,7 +170,8 @@ def paper_table(key: str, run_patterns: list[str], table: str | None = None, tie
     if tier not in ("full", "smoke"):
         raise UserError(f"tier={tier!r} is invalid; valid: full, smoke")
     title = paper.cite + (" -- SMOKE TIER: plumbing check on data slivers, not a reproduction" if tier == "smoke" else "")
-    out = Output(title, ["table", "figure", "metric", "paper", "status", "reproduced (mean ± std)", "Δ", "epochs"])
+    out = Output(title, ["table", "figure", "metric", "paper", "status", "reproduced (mean ± std)", "Δ", "epochs"],
+                 key_columns=2)
     shown = []
     for f in paper.figures:
         if table is not None and (f.table or "-") != table:
@@ -264,7 +319,7 @@ def compare(run_patterns: list[str], by: list[str]) -> Output:
     held_out = any("best_val_epoch" in r.summary for _, _, g in labelled for r in g.runs)  # data.holdout runs
     out = Output(f"{n_runs} finished runs in {len(labelled)} configurations",
                  [*by, "val acc % (mean ± std)", "best %"] + ["test acc % at best val"] * held_out
-                 + ["epochs", "other differences"])
+                 + ["epochs", "other differences"], key_columns=len(by))
     for values, others, g in labelled:
         mean, std = g.mean_std()
         best, _ = g.mean_std("best_val_acc")
