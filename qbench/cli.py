@@ -15,6 +15,8 @@ from qbench.errors import UserError
 
 USAGE = """usage: qbench <command> [options]
 
+       qbench --version
+
 commands:
   train [key=value ...]     train one run (Hydra overrides, e.g. method=bnn model=mlp dataset=mnist)
   train -m key=a,b ...      a Hydra multirun: one run per combination
@@ -65,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
+        return 0
+    if argv[0] in ("--version", "-V"):
+        from qbench import __version__
+        print(f"qbench {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
     if command in OWN_HELP and any(a in ("-h", "--help") for a in rest):

@@ -15,7 +15,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from qbench.errors import UserError, choices
 
-CONFIG_DIR = Path(os.environ.get("QBENCH_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
+# the source tree's configs/ (an editable install or a checkout), else the copy a wheel ships as qbench/configs
+_HERE = Path(__file__).resolve().parent
+CONFIG_DIR = Path(os.environ.get("QBENCH_CONFIG_DIR") or next(
+    (d for d in (_HERE.parent / "configs", _HERE / "configs") if (d / "train.yaml").is_file()), _HERE / "configs"))
 GROUPS = ("method", "model", "dataset", "optim", "sched")
 # where ``+key=value`` may add a key: nodes whose keys all go to a constructor (or are only recorded: tags).
 # Everywhere else qbench reads keys by name, so an added one would be silently ignored.
@@ -28,8 +31,8 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 def config_dir() -> Path:
     if not (CONFIG_DIR / "train.yaml").is_file():
-        raise UserError(f"qbench's configs are not at {CONFIG_DIR}; install qbench from its source tree "
-                        "(pip install -e .) or set QBENCH_CONFIG_DIR")
+        raise UserError(f"qbench's configs are not at {CONFIG_DIR}; reinstall qbench (pip install . or "
+                        "pip install -e . from its source tree) or set QBENCH_CONFIG_DIR to a copy of configs/")
     return CONFIG_DIR
 
 
