@@ -24,6 +24,12 @@ commands:
                             continue an interrupted run from its last checkpoint
   ptq run=<run dir> [method.w_bits=8 method.a_bits=8 method.per_channel=true method.calib_batches=100]
                             post-training quantization of a finished full-precision run
+  export run=<run dir> [format=qbench] [out=<dir>]
+                            the trained model in real low-bit form (bit-packed weights + manifest)
+                            in <run dir>/export, for qbench.deploy
+  evaluate export=<dir> [backend=auto|torch] [limit=N]
+                            the deployed model's test accuracy beside the training-time model's, image by
+                            image (predictions that differ, largest logit difference)
   table paper=<key> [table=T] [runs=<dir>...] [tier=full|smoke] [out=<dir>] [--force]
                             a paper's reported figures beside your finished runs (status of each figure);
                             printed, and written as .md/.csv/.tex only with out= (never over a table
@@ -40,6 +46,9 @@ commands:
                             per layer: bits, parameters, MACs; model size quantized vs float32
   bench [--methods fp,bnn] [--models vgg_small] [--batch-sizes 256] [--reference] [overrides]
                             training images/s, ratios to full precision and to a plain PyTorch loop
+  bench --inference run=<run dir> [--batch-sizes 1,64] [--json F]
+                            the deployed model against its float32 twin: latency, images/s, sizes, and
+                            each binary conv against the float conv of its shape
   list                      methods, models, datasets, optimizers and schedules
 
 `qbench train --help` shows the config groups and every option."""
@@ -48,7 +57,7 @@ HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "--config-
                           "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 
 
-OWN_HELP = ("ptq", "table", "reproduce", "plot", "compare", "summary", "list")  # train and bench: Hydra / argparse
+OWN_HELP = ("ptq", "export", "evaluate", "table", "reproduce", "plot", "compare", "summary", "list")  # train and bench: Hydra / argparse
 
 
 def command_usage(command: str) -> str:
@@ -76,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if command in OWN_HELP and any(a in ("-h", "--help") for a in rest):
         print(command_usage(command))
         return 0
-    commands = {"train": train, "ptq": ptq_command, "reproduce": reproduce_command, "table": table_command,
+    commands = {"train": train, "ptq": ptq_command, "export": export_command, "evaluate": evaluate_command, "reproduce": reproduce_command, "table": table_command,
                 "compare": compare_command, "plot": plot_command, "summary": summary_command,
                 "bench": bench_command, "list": list_command}
     try:
@@ -244,6 +253,49 @@ def ptq_command(args: list[str]) -> int:
         raise UserError("qbench ptq needs exactly one run=<run dir> (a finished full-precision training run)")
     run_dir = run_ptq(Path(runs[0].split("=", 1)[1]), [a for a in args if not a.startswith("run=")])
     print(f"run dir: {run_dir}", flush=True)
+    return 0
+
+
+# --- export and evaluate --------------------------------------------------------------------------
+
+def export_command(args: list[str]) -> int:
+    from qbench.export import export_run
+
+    kv = _kv(args, ("run", "format", "out"), "export")
+    if "run" not in kv:
+        raise UserError("qbench export needs run=<run dir> (a finished training run)")
+    out = export_run(Path(kv["run"][0]), (kv.get("format") or ["qbench"])[0],
+                     Path(kv["out"][0]) if "out" in kv else None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    size = manifest["weight_bytes"]
+    print(f"{manifest['method']} {manifest['model']}: {len(manifest['layers'])} layers, weights "
+          f"{size['deployed'] / 1024:.1f} KiB deployed vs {size['float32'] / 1024:.1f} KiB float32 "
+          f"({size['float32'] / size['deployed']:.1f}x smaller)")
+    print(f"export: {out}", flush=True)
+    return 0
+
+
+def evaluate_command(args: list[str]) -> int:
+    from qbench.export import evaluate_export
+
+    kv = _kv(args, ("export", "backend", "limit"), "evaluate")
+    if "export" not in kv:
+        raise UserError("qbench evaluate needs export=<export dir> (written by qbench export)")
+    limit = (kv.get("limit") or [None])[0]
+    if limit is not None and not (limit.isdigit() and int(limit) > 0):
+        raise UserError(f"limit={limit!r} is invalid; allowed: an integer >= 1")
+    r = evaluate_export(Path(kv["export"][0]), (kv.get("backend") or ["auto"])[0],
+                        None if limit is None else int(limit))
+    for row in r["layers"]:
+        print(f"  {row['layer']:<24} {row['op']:<7} weight {row['codec'] if 'codec' in row else row['weight']}"
+              f"({row['bits']} bit), input {row['input']}: {row['path']}")
+    print(f"{r['method']} {r['model']} {r['dataset']}, {r['images']} test images; kernel: {r['kernel']}")
+    print(f"deployed accuracy     {100 * r['deployed_acc']:.2f}%")
+    print(f"training-time model   {100 * r['fake_quant_acc']:.2f}%  (the same images, fake-quantized)")
+    if r["run_final_val_acc"] is not None:
+        print(f"run's final_val_acc   {100 * r['run_final_val_acc']:.2f}%  (summary.json)")
+    print(f"same predicted class  {r['same_prediction']}/{r['images']}; largest logit difference "
+          f"{r['max_abs_logit_diff']:.3g}")
     return 0
 
 

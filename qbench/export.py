@@ -1,0 +1,375 @@
+"""``qbench export``: a finished run's model in real low-bit form, for ``qbench.deploy``.
+
+The trained model is rebuilt from its run directory and traced (torch.fx) into a graph of plain ops; each
+quantized layer's weight, *as the training-time forward pass uses it* (eval mode), is stored at its bit width:
+  binary   1-bit codes (1: +1, 0: -1) and, unless every one is 1, a float32 alpha per output row
+           (BNN, BinaryConnect det, XNOR-Net / BWN's alpha per filter, DoReFa W1's E|w|)
+  ternary  2-bit codes (01: +1, 00: 0, 11: -1) and a float32 alpha per output row (TWN; per layer: all equal)
+  levels   k-bit indices into the layer's table of at most 2^k float32 values (DoReFa's k-bit grid; any
+           quantizer whose layer takes few values)
+  float    float32, for the layers the method keeps full precision (first/last layers of XNOR-Net, DoReFa)
+The codec is found from the values themselves and checked by decoding: the export refuses a layer whose
+decoded weight is not bit-for-bit the quantized weight. Batch norm is stored as its four per-channel vectors.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import operator
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+import qbench
+from qbench.deploy.engine import FORMAT, FORMAT_VERSION, decode_weight, sha256_of
+from qbench.deploy.packing import pack_codes
+from qbench.errors import UserError
+
+# methods whose trained model has a static low-bit form this exporter writes (no schedule state to restore)
+EXPORTABLE = ("binaryconnect", "bnn", "bwn", "dorefa", "twn", "xnor")
+NO_LOW_BIT_FORM = {"fp": "a full-precision model has no low-bit form (quantize it first: qbench ptq)"}
+
+
+def _fn_name(q) -> tuple[str, dict]:
+    kwargs = dict(q.keywords) if isinstance(q, functools.partial) else {}
+    fn = q.func if isinstance(q, functools.partial) else q
+    return getattr(fn, "__name__", type(fn).__name__), kwargs
+
+
+def input_quantizer_spec(q, where: str) -> dict:
+    """What a layer does to its input at test time, in the engine's terms."""
+    if q is None:
+        return {"kind": "none"}
+    name, kw = _fn_name(q)
+    if name in ("sign", "ste_sign", "approx_sign") or (name == "binarize" and kw.get("scaling", "none") == "none"):
+        return {"kind": "sign"}  # binarize(stochastic=True) samples at train time only: sign at test time
+    if name == "dorefa_activation":
+        return {"kind": "none"} if int(kw["k"]) == 32 else {"kind": "dorefa", "bits": int(kw["k"])}
+    raise UserError(f"{where}: input quantizer {name} has no deploy form yet; valid: sign (BNN, XNOR-Net), "
+                    "dorefa_activation")
+
+
+def _forward_identity(q) -> bool:
+    """Output quantizers that only act on the gradient (DoReFa's eq. 12, WAGE's errors) are identity at test time."""
+    return q is None or _fn_name(q)[0] in ("dorefa_gradient_ste",)
+
+
+def weight_codec(wq: torch.Tensor, where: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The smallest exact form of a quantized weight: (spec, tensors named by suffix)."""
+    rows = wq.reshape(wq.shape[0], -1).float()
+    shape = list(wq.shape)
+    mag = rows.abs()
+    alpha = mag.amax(1)
+    on_grid = (mag == alpha[:, None]) | (mag == 0)
+    if bool(on_grid.all()):
+        ternary = bool((mag == 0).any())
+        if not ternary and bool((alpha > 0).all()):
+            codes = (rows > 0).long()
+            spec = {"codec": "binary", "bits": 1, "shape": shape}
+        else:
+            codes = torch.where(rows > 0, 1, torch.where(rows < 0, 3, 0))
+            spec = {"codec": "ternary", "bits": 2, "shape": shape}
+        out = {"weight_codes": pack_codes(codes, spec["bits"])}
+        if not bool((alpha == 1).all()) or spec["codec"] == "ternary":
+            out["alpha"] = alpha.contiguous()
+    else:
+        levels = torch.unique(rows)
+        if len(levels) > 256:
+            raise UserError(f"{where}: its trained weights take {len(levels)} distinct values, not a low-bit form")
+        bits = max(1, math.ceil(math.log2(len(levels))))
+        codes = torch.searchsorted(levels, rows.contiguous())
+        spec = {"codec": "levels", "bits": bits, "shape": shape, "levels": len(levels)}
+        out = {"weight_codes": pack_codes(codes, bits), "levels": levels.contiguous()}
+    decoded = decode_weight(spec, {f"w.{k}": v for k, v in out.items()}, "w")
+    if not torch.equal(decoded, wq.float()):  # the stored form must stand for exactly what training computed
+        raise UserError(f"{where}: its {spec['codec']} form does not reproduce the quantized weight exactly")
+    return spec, out
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, name: str) -> bool:
+        from qbench.nn.layers import _QuantizedMixin
+
+        return isinstance(m, _QuantizedMixin) or super().is_leaf_module(m, name)
+
+
+def _pair(v) -> list[int]:
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
+def build_graph(model: nn.Module) -> tuple[list[dict], dict[str, torch.Tensor], list[dict]]:
+    """(graph nodes, tensors, per-layer rows) of an eval-mode model."""
+    from qbench.nn.layers import _QuantizedMixin
+
+    try:
+        graph = _Tracer().trace(model)
+    except Exception as e:  # noqa: BLE001 -- any tracing failure: this model has no graph form
+        raise UserError(f"the model cannot be traced into a deploy graph ({str(e).splitlines()[0]})") from None
+    nodes, tensors, layers = [], {}, []
+    names: dict[torch.fx.Node, str] = {}
+
+    def ref(a):
+        if isinstance(a, torch.fx.Node):
+            return names[a]
+        raise UserError(f"unsupported argument {a!r} in the traced graph")
+
+    for n in graph.nodes:
+        name = n.name
+        names[n] = name
+        node: dict = {"name": name}
+        if n.op == "placeholder":
+            node["op"] = "input"
+        elif n.op == "output":
+            node.update(op="output", inputs=[ref(n.args[0])])
+        elif n.op == "call_module":
+            m = model.get_submodule(n.target)
+            node["inputs"] = [ref(n.args[0])]
+            node["module"] = n.target
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                layers.append(_layer(node, m, n.target, tensors, isinstance(m, _QuantizedMixin)))
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                if m.running_mean is None:
+                    raise UserError(f"layer {n.target}: batch norm without running statistics has no deploy form")
+                node.update(op="batch_norm", eps=m.eps)
+                for k in ("weight", "bias", "running_mean", "running_var"):
+                    if getattr(m, k) is not None:
+                        tensors[f"{name}.{k}"] = getattr(m, k).detach().float().contiguous()
+            elif isinstance(m, nn.Hardtanh):
+                node.update(op="hardtanh", min=m.min_val, max=m.max_val)
+            elif isinstance(m, nn.ReLU):
+                node["op"] = "relu"
+            elif isinstance(m, nn.LeakyReLU):
+                node.update(op="leaky_relu", slope=m.negative_slope)
+            elif isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d)):
+                node["op"] = "identity"
+            elif isinstance(m, nn.Flatten):
+                node.update(op="flatten", start_dim=m.start_dim, end_dim=m.end_dim)
+            elif isinstance(m, nn.MaxPool2d):
+                node.update(op="max_pool2d", kernel_size=_pair(m.kernel_size),
+                            stride=_pair(m.stride or m.kernel_size), padding=_pair(m.padding),
+                            dilation=_pair(m.dilation), ceil_mode=m.ceil_mode)
+            elif isinstance(m, nn.AvgPool2d):
+                node.update(op="avg_pool2d", kernel_size=_pair(m.kernel_size), stride=_pair(m.stride or m.kernel_size),
+                            padding=_pair(m.padding), ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad)
+            elif isinstance(m, nn.AdaptiveAvgPool2d):
+                node.update(op="adaptive_avg_pool2d", output_size=_pair(m.output_size))
+            else:
+                raise UserError(f"layer {n.target} ({type(m).__name__}) has no deploy form yet")
+        elif n.op in ("call_function", "call_method"):
+            node.update(_function(n, ref))
+        else:
+            raise UserError(f"graph node {n.op} {n.target} has no deploy form yet")
+        nodes.append(node)
+    return nodes, tensors, layers
+
+
+def _function(n: torch.fx.Node, ref) -> dict:
+    t, args, kw = n.target, n.args, n.kwargs
+    if t in (operator.add, torch.add, "add"):
+        return {"op": "add", "inputs": [ref(args[0]), ref(args[1])]}
+    if t in (torch.flatten, "flatten"):
+        return {"op": "flatten", "inputs": [ref(args[0])], "start_dim": args[1] if len(args) > 1 else kw.get("start_dim", 0),
+                "end_dim": args[2] if len(args) > 2 else kw.get("end_dim", -1)}
+    if t is torch.cat:
+        return {"op": "cat", "inputs": [ref(a) for a in args[0]], "dim": args[1] if len(args) > 1 else kw.get("dim", 0)}
+    if t in (F.relu, torch.relu, "relu"):
+        return {"op": "relu", "inputs": [ref(args[0])]}
+    if t is operator.getitem and isinstance(args[1], tuple):
+        index = [[s.start, s.stop, s.step] if isinstance(s, slice) else s for s in args[1]]
+        if all(isinstance(s, list) or s is Ellipsis for s in index) and Ellipsis not in index:
+            return {"op": "slice", "inputs": [ref(args[0])], "index": index}
+    if t is F.pad:
+        return {"op": "pad", "inputs": [ref(args[0])], "pad": list(args[1]), "mode": kw.get("mode", "constant"),
+                "value": kw.get("value", 0.0) if len(args) < 4 else args[3]}
+    raise UserError(f"graph op {getattr(t, '__name__', t)} has no deploy form yet")
+
+
+def _layer(node: dict, m, path: str, tensors: dict, quantized: bool) -> dict:
+    conv = isinstance(m, nn.Conv2d)
+    node["op"] = "conv2d" if conv else "linear"
+    where = f"layer {path}"
+    if quantized:
+        from qbench.quant.scaled import xnor_activation_scale
+
+        if not _forward_identity(m.output_quantizer):
+            raise UserError(f"{where}: output quantizer {_fn_name(m.output_quantizer)[0]} has no deploy form yet")
+        node["input_quantizer"] = input_quantizer_spec(m.input_quantizer, where)
+        scale = m.input_scale
+        if scale is not None and getattr(scale, "func", scale) is not xnor_activation_scale:
+            raise UserError(f"{where}: input scale {_fn_name(scale)[0]} has no deploy form yet")
+        node["input_scale"] = "xnor" if scale is not None else None
+        wq = m.quantized_weight() if m.weight_quantizer is not None else m.weight.detach()
+    else:
+        node["input_quantizer"], node["input_scale"], wq = {"kind": "none"}, None, m.weight.detach()
+    if conv:
+        if m.padding_mode != "zeros" or isinstance(m.padding, str):
+            raise UserError(f"{where}: padding {m.padding!r} ({m.padding_mode}) has no deploy form yet")
+        node.update(kernel_size=list(m.kernel_size), stride=list(m.stride), padding=list(m.padding),
+                    dilation=list(m.dilation), groups=m.groups)
+    if quantized and m.weight_quantizer is not None:
+        spec, stored = weight_codec(wq.detach(), where)
+    else:
+        spec, stored = {"codec": "float", "bits": 32, "shape": list(wq.shape)}, {"weight": wq.float().contiguous()}
+    node["weight"] = spec
+    for k, v in stored.items():
+        tensors[f"{node['name']}.{k}"] = v
+    if m.bias is not None:
+        tensors[f"{node['name']}.bias"] = m.bias.detach().float().contiguous()
+    return {"layer": path, "node": node["name"], "op": node["op"], "codec": spec["codec"], "bits": spec["bits"],
+            "shape": spec["shape"], "input": node["input_quantizer"]["kind"],
+            "alpha": f"{node['name']}.alpha" in tensors}
+
+
+# --- a run's model -----------------------------------------------------------------------------------------
+
+def finished_run(run: Path) -> tuple:
+    """(config, summary) of a finished run with a checkpoint; a UserError otherwise."""
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run} is not a qbench run directory (no config.yaml)")
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    status = summary.get("status")
+    if status != "completed" or not (run / "checkpoints" / "last.pt").is_file():
+        raise UserError(f"export needs a finished run with a checkpoint; {run} has status {status or 'unknown'}")
+    return OmegaConf.load(run / "config.yaml"), summary
+
+
+def check_exportable(cfg) -> None:
+    name = cfg.method.name
+    if name in NO_LOW_BIT_FORM:
+        raise UserError(f"method {name!r}: {NO_LOW_BIT_FORM[name]}; exportable methods: {', '.join(EXPORTABLE)}")
+    if name == "binaryconnect" and cfg.method.get("mode") == "stoch":
+        raise UserError("method 'binaryconnect' with method.mode=stoch tests with its real-valued weights (section "
+                        "2.6), so it has no low-bit form; det has one")
+    if name not in EXPORTABLE:
+        raise UserError(f"method {name!r} has no deploy export yet; exportable methods: {', '.join(EXPORTABLE)}")
+    ds = cfg.dataset
+    if ds.get("gcn") or ds.get("lcn") or ds.get("zca"):
+        raise UserError("runs with dataset.gcn / lcn / zca have no deploy export yet: the engine normalizes by "
+                        "mean and std only")
+    if ds.name == "imagenet":
+        raise UserError("imagenet runs have no deploy export yet: the engine takes the in-memory datasets' images")
+
+
+def rebuild(run: Path):
+    """(cfg, summary, eval-mode model with the run's last weights) of a finished run, on the CPU."""
+    from qbench.checkpoint import load_checkpoint
+    from qbench.methods import build_method
+    from qbench.summary import _Shape
+    from qbench.train import build_model
+
+    cfg, summary = finished_run(run)
+    check_exportable(cfg)
+    OmegaConf.update(cfg, "method.init", None, force_add=True)  # the checkpoint holds every weight
+    torch.manual_seed(int(cfg.seed))
+    method = build_method(cfg.method)
+    model = build_model(cfg, method, _Shape(cfg))
+    method.apply(model)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as e:
+        raise UserError(f"checkpoint of {run} does not match its config ({str(e).splitlines()[0]})") from None
+    return cfg, summary, model.eval()
+
+
+def export_run(run: Path, fmt: str = "qbench", out: Path | None = None) -> Path:
+    """Write ``<run>/export`` (or ``out``): ``model.safetensors`` and ``manifest.json``, all or nothing."""
+    from safetensors.torch import save_file
+
+    if fmt != "qbench":
+        raise UserError(f"format={fmt!r} is invalid; valid: qbench (format=onnx is not built yet)")
+    run = run.resolve()
+    out = (out or run / "export").resolve()
+    if out.exists():
+        raise UserError(f"{out} exists; qbench never overwrites an export (remove it, or give out=<new folder>)")
+    cfg, summary, model = rebuild(run)
+    nodes, tensors, layers = build_graph(model)
+    if not any(r["codec"] in ("binary", "ternary", "levels") for r in layers):
+        raise UserError(f"{run} has no layer with low-bit weights to export")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        save_file(tensors, str(tmp / "model.safetensors"))
+        ds = cfg.dataset
+        float_bytes = sum(4 * math.prod(r["shape"]) for r in layers)
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "method": cfg.method.name, "model": cfg.model.name, "dataset": ds.name,
+            "input": {"shape": [int(ds.in_channels), int(ds.image_size), int(ds.image_size)],
+                      "layout": "NCHW", "range": "uint8 0..255, or float in [0, 1]",
+                      "mean": list(ds.mean), "std": list(ds.std),
+                      "normalize": "x = (image / 255 - mean) / std, per channel, in float32"},
+            "num_classes": int(ds.num_classes),
+            "source_run": str(run), "qbench_commit": summary.get("qbench_commit"),
+            "qbench_version": qbench.__version__, "final_val_acc": summary.get("final_val_acc"),
+            "tensors": {"file": "model.safetensors", "sha256": sha256_of(tmp / "model.safetensors")},
+            "packing": {"axis": "each output row (weight[o].flatten(): input channel, kernel row, kernel column)",
+                        "bit_order": "little-endian bit stream: element i in bits k*i..k*i+k-1, bit j = bit j % 8 "
+                                     "of byte j // 8; each row starts on a byte; pad bits 0",
+                        "binary": "1: +1, 0: -1", "ternary": "01: +1, 00: 0, 11: -1",
+                        "levels": "index into <node>.levels (float32, ascending)",
+                        "value": "weight = alpha[o] * code value (alpha absent: 1); levels: levels[code]"},
+            "layers": layers,
+            "weight_bytes": {"deployed": sum(v.numel() * v.element_size() for k, v in tensors.items()
+                                             if k.endswith((".weight_codes", ".alpha", ".levels", ".weight"))),
+                             "float32": float_bytes},
+            "graph": nodes,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+# --- qbench evaluate ------------------------------------------------------------------------------------
+
+def evaluate_export(export_dir: Path, backend: str = "auto", limit: int | None = None) -> dict:
+    """The deployed model and the training-time (fake-quant) model it came from, image by image on the run's
+    test split: both accuracies, how many predicted classes differ, and the largest logit difference."""
+    from qbench.config import check_data
+    from qbench.data import build_data
+    from qbench.deploy import kernel, load
+
+    deployed = load(export_dir, backend)
+    m = deployed.manifest
+    run = Path(m["source_run"])
+    if not run.is_dir():
+        raise UserError(f"the export's source run {run} is not here; evaluate needs it for the dataset settings "
+                        "and the training-time model")
+    cfg, summary, reference = rebuild(run)
+    check_data(cfg)
+    data = build_data(cfg, torch.device("cpu"), int(cfg.seed))
+    loader = data.test if data.test is not None else data.val
+    n = len(loader.labels) if limit is None else min(limit, len(loader.labels))
+    seen = same = right_dep = right_ref = 0
+    max_diff = 0.0
+    bs = loader.batch_size
+    for i, (x, y) in enumerate(loader):
+        if seen >= n:
+            break
+        raw = loader.images[i * bs:(i + 1) * bs]
+        x, y, raw = x[: n - seen], y[: n - seen], raw[: n - seen]
+        with torch.no_grad():
+            ref = reference(x).float()
+        dep = deployed(raw)
+        right_ref += int((ref.argmax(1) == y).sum())
+        right_dep += int((dep.argmax(1) == y).sum())
+        same += int((ref.argmax(1) == dep.argmax(1)).sum())
+        max_diff = max(max_diff, float((ref - dep).abs().max()))
+        seen += len(y)
+    return {"export": str(export_dir), "method": m["method"], "model": m["model"], "dataset": m["dataset"],
+            "images": seen, "deployed_acc": right_dep / seen, "fake_quant_acc": right_ref / seen,
+            "same_prediction": same, "max_abs_logit_diff": max_diff,
+            "run_final_val_acc": summary.get("final_val_acc"), "run_test_acc_at_best_val":
+                summary.get("test_acc_at_best_val"), "kernel": kernel.backend() if deployed.packed else "none needed",
+            "layers": deployed.describe()}
