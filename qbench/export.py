@@ -34,7 +34,7 @@ from qbench.deploy.packing import pack_codes
 from qbench.errors import UserError
 
 # methods whose trained model has a static low-bit form this exporter writes (no schedule state to restore)
-EXPORTABLE = ("binaryconnect", "bnn", "bwn", "dorefa", "twn", "xnor")
+EXPORTABLE = ("binaryconnect", "bnn", "bwn", "dorefa", "inq", "twn", "wage", "xnor")
 NO_LOW_BIT_FORM = {"fp": "a full-precision model has no low-bit form (quantize it first: qbench ptq)"}
 
 
@@ -53,13 +53,15 @@ def input_quantizer_spec(q, where: str) -> dict:
         return {"kind": "sign"}  # binarize(stochastic=True) samples at train time only: sign at test time
     if name == "dorefa_activation":
         return {"kind": "none"} if int(kw["k"]) == 32 else {"kind": "dorefa", "bits": int(kw["k"])}
+    if name == "wage_activation":  # its error_bits / gamma act on the backward pass only
+        return {"kind": "wage", "bits": int(kw.get("bits", 8))}
     raise UserError(f"{where}: input quantizer {name} has no deploy form yet; valid: sign (BNN, XNOR-Net), "
-                    "dorefa_activation")
+                    "dorefa_activation, wage_activation")
 
 
 def _forward_identity(q) -> bool:
     """Output quantizers that only act on the gradient (DoReFa's eq. 12, WAGE's errors) are identity at test time."""
-    return q is None or _fn_name(q)[0] in ("dorefa_gradient_ste",)
+    return q is None or _fn_name(q)[0] in ("dorefa_gradient_ste", "wage_error")
 
 
 def weight_codec(wq: torch.Tensor, where: str) -> tuple[dict, dict[str, torch.Tensor]]:

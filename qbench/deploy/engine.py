@@ -87,7 +87,10 @@ def _quantize_input(x: torch.Tensor, spec: dict) -> torch.Tensor:
     if kind == "dorefa":  # DoReFa eq. 10: round(clip(x, 0, 1) (2^k - 1)) / (2^k - 1)
         n = float(2 ** spec["bits"] - 1)
         return torch.round(x.clamp(0, 1) * n) / n
-    raise DeployError(f"input quantizer {kind!r} is unknown; valid: none, sign, dorefa")
+    if kind == "wage":  # WAGE eq. 5-6: clip(round(x / s) s, -1 + s, 1 - s), s = 2^(1 - k)
+        s = 2.0 ** (1 - spec["bits"])
+        return torch.clamp(torch.round(x / s) * s, -1 + s, 1 - s)
+    raise DeployError(f"input quantizer {kind!r} is unknown; valid: none, sign, dorefa, wage")
 
 
 def _xnor_scale(x: torch.Tensor, node: dict) -> torch.Tensor:

@@ -1,0 +1,192 @@
+"""qbench export / qbench.deploy / qbench evaluate: packed low-bit models that give the training-time answers."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import qbench, run_dir_of
+from qbench.deploy import kernel
+from qbench.deploy.packing import pack_codes, unpack_codes
+from qbench.errors import UserError
+from qbench.export import weight_codec
+
+
+# --- the format, by hand --------------------------------------------------------------------------------
+
+def test_codes_pack_little_endian_per_row_as_the_format_says():
+    # 1 bit: elements 0, 2, 3 set -> byte 0 = 0b00001101 = 13; element 8 -> bit 0 of byte 1
+    assert pack_codes(torch.tensor([[1, 0, 1, 1, 0, 0, 0, 0, 1]]), 1).tolist() == [[13, 1]]
+    # ternary 2-bit codes +1, 0, -1, +1 = 01, 00, 11, 01 -> bits 0, 4, 5, 6 -> 1 + 16 + 32 + 64 = 113
+    assert pack_codes(torch.tensor([[1, 0, 3, 1]]), 2).tolist() == [[113]]
+    # 3 bits: 5 = 101 at bits 0-2, 6 = 110 at bits 3-5, 7 = 111 at bits 6-8 -> 0b11110101 = 245, then bit 8
+    assert pack_codes(torch.tensor([[5, 6, 7]]), 3).tolist() == [[245, 1]]
+    g = torch.Generator().manual_seed(0)
+    for bits in (1, 2, 3, 5, 8):
+        codes = torch.randint(0, 2 ** bits, (4, 37), generator=g)
+        assert torch.equal(unpack_codes(pack_codes(codes, bits), 37, bits), codes)
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 4\)"):
+        pack_codes(torch.tensor([[4]]), 2)
+
+
+def test_weight_codecs_by_hand_and_a_layer_without_a_low_bit_form():
+    w = torch.tensor([[0.5, -0.5, 0.5], [-2.0, -2.0, 2.0]])  # alpha 0.5 and 2 per row
+    spec, t = weight_codec(w, "w")
+    assert spec["codec"] == "binary" and t["alpha"].tolist() == [0.5, 2.0]
+    assert t["weight_codes"].tolist() == [[0b101], [0b100]]
+    spec, t = weight_codec(torch.tensor([[1.0, -1.0], [-1.0, -1.0]]), "w")
+    assert spec["codec"] == "binary" and "alpha" not in t  # BNN: plain +-1
+    spec, t = weight_codec(torch.tensor([[0.3, 0.0, -0.3, 0.3]]), "w")  # TWN
+    assert spec["codec"] == "ternary" and t["weight_codes"].tolist() == [[1 + 0 + 48 + 64]]
+    assert torch.allclose(t["alpha"], torch.tensor([0.3]))
+    dorefa_w2 = torch.tensor([[-1.0, -1 / 3, 1 / 3], [1.0, 1 / 3, -1.0]])
+    spec, t = weight_codec(dorefa_w2, "w")
+    assert (spec["codec"], spec["bits"]) == ("levels", 2) and t["levels"].tolist() == sorted(set(dorefa_w2.flatten().tolist()))
+    with pytest.raises(UserError, match="layer x: its trained weights take 300 distinct values, not a low-bit form"):
+        weight_codec(torch.linspace(-1, 1, 300).reshape(3, 100), "layer x")
+
+
+# --- the kernels ------------------------------------------------------------------------------------------
+
+def test_xnor_popcount_by_hand():
+    # x = (+1, -1, +1), w = (+1, +1, -1): x.w = 1 - 1 - 1 = -1 = K - 2 popcount(101 ^ 011) = 3 - 2 * 2
+    x, w = torch.tensor([[0.5, -2.0, 0.0]]), torch.tensor([[3.0, 1.0, -1.0]])  # sign(0) = +1
+    assert kernel.pack_signs(x).tolist() == [[0b101]] and kernel.pack_signs(w).tolist() == [[0b011]]
+    for force in (False, True):
+        assert kernel.binary_linear(kernel.pack_signs(x, force), kernel.pack_signs(w, force), 3, force).tolist() == [[-1.0]]
+
+
+@pytest.mark.parametrize("n,c,hw,o,k,stride,pad,dil", [(2, 3, 5, 4, 3, 1, 1, 1), (3, 70, 7, 5, 3, 2, 1, 1),
+                                                        (2, 128, 8, 16, 3, 1, 1, 1), (1, 64, 9, 8, 1, 1, 0, 1),
+                                                        (2, 5, 6, 3, 3, 1, 2, 2), (1, 65, 4, 2, 5, 1, 2, 1)])
+def test_binary_conv_is_the_zero_padded_float_conv_exactly_compiled_and_fallback(n, c, hw, o, k, stride, pad, dil):
+    """A +-1 operand cannot hold the 0 the float convolution pads with: the kernels leave padded taps out."""
+    g = torch.Generator().manual_seed(c)
+    x, w = torch.randn(n, c, hw, hw + 1, generator=g), torch.randn(o, c, k, k, generator=g)
+    sx, sw = torch.where(x >= 0, 1.0, -1.0), torch.where(w >= 0, 1.0, -1.0)
+    ref = F.conv2d(sx, sw, stride=stride, padding=pad, dilation=dil)
+    packed = kernel.pack_signs(sw.permute(0, 2, 3, 1).reshape(-1, c)).reshape(o, k, k, -1)
+    for force in (False, True):
+        out = kernel.binary_conv2d(x, packed, c, (k, k), (stride, stride), (pad, pad), (dil, dil), force)
+        assert torch.equal(out, ref)
+    a, b = torch.randn(9, c * 3, generator=g), torch.randn(o, c * 3, generator=g)
+    ref = torch.where(a >= 0, 1.0, -1.0) @ torch.where(b >= 0, 1.0, -1.0).T
+    assert torch.equal(kernel.binary_linear(kernel.pack_signs(a), kernel.pack_signs(b), c * 3), ref)
+    assert torch.equal(kernel.binary_linear(kernel.pack_signs(a, True), kernel.pack_signs(b, True), c * 3, True), ref)
+
+
+def test_the_compiled_kernel_builds_here():
+    """gcc is on every machine this project runs on; a user without one gets the fallback (tested above)."""
+    assert kernel.backend().startswith("compiled C"), kernel.backend()
+
+
+def test_the_deploy_package_imports_no_training_code():
+    code = ("import sys, qbench.deploy; bad = [m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf', "
+            "'torchvision') or m.startswith(('qbench.train', 'qbench.methods', 'qbench.nn', 'qbench.quant'))]; "
+            "print(bad); assert not bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- trained runs, exported and evaluated on real data -------------------------------------------------------
+
+CIFAR = ["dataset=cifar10", "data.subset=256", "data.val_subset=200"]
+MNIST = ["dataset=mnist", "data.subset=500", "data.val_subset=300"]
+RUNS = {  # name: (overrides, exact logits?)
+    "bnn_mlp": (["method=bnn", "model=mlp", "model.hidden=[256,256]", *MNIST], True),
+    "bnn_vgg_small": (["method=bnn", "model=vgg_small", "model.width=0.25", *CIFAR], True),
+    "xnor_resnet18": (["method=xnor", "model=resnet18", "model.width=0.25", *CIFAR], False),
+    "bwn_vgg_small": (["method=bwn", "model=vgg_small", "model.width=0.25", *CIFAR], True),
+    "twn_vgg7": (["method=twn", "model=vgg7", "model.width=0.25", *CIFAR], True),
+    "dorefa_w2a2_resnet20": (["method=dorefa", "method.w_bits=2", "method.a_bits=2", "model=resnet20", *CIFAR], True),
+    "wage_lenet5": (["method=wage", "model=lenet5", *MNIST], True),
+    "inq_lenet5": (["method=inq", "model=lenet5", "trainer.epochs=5", *MNIST], True),
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    runs = {}
+    for name, (overrides, _) in RUNS.items():
+        epochs = [] if any(o.startswith("trainer.epochs") for o in overrides) else ["trainer.epochs=1"]
+        p = qbench("train", *overrides, *epochs, "trainer.progress=false", cwd=root)
+        assert p.returncode == 0, p.stderr[-2000:]
+        runs[name] = run_dir_of(p)
+    return root, runs
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_export_then_evaluate_gives_the_training_time_answer_for_every_image(trained, name):
+    root, runs = trained
+    run = runs[name]
+    e = qbench("export", f"run={run}", cwd=root)
+    assert e.returncode == 0, e.stderr
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    assert manifest["final_val_acc"] == summary["final_val_acc"] and manifest["source_run"] == str(run)
+    assert manifest["weight_bytes"]["float32"] > 3 * manifest["weight_bytes"]["deployed"]
+    r = qbench("evaluate", f"export={run / 'export'}", cwd=root)
+    assert r.returncode == 0, r.stderr
+    images = 300 if "mnist" in " ".join(RUNS[name][0]) else 200
+    assert f"same predicted class  {images}/{images}" in r.stdout, r.stdout
+    acc = float(r.stdout.split("deployed accuracy")[1].split("%")[0])
+    assert abs(acc - 100 * summary["final_val_acc"]) <= 0.005  # what the run scored (printed to 2 decimals)
+    diff = float(r.stdout.strip().split("largest logit difference ")[1])
+    if RUNS[name][1]:
+        assert diff == 0, r.stdout  # integer sums, or the very float ops training ran on the very values
+    else:
+        assert diff < 1e-3 * 10, r.stdout  # XNOR: alpha and K multiply an integer sum, not each product
+
+
+def test_compiled_and_fallback_engines_give_the_same_logits(trained):
+    from qbench.deploy import load
+
+    root, runs = trained
+    export = runs["bnn_vgg_small"] / "export"
+    if not export.is_dir():
+        assert qbench("export", f"run={runs['bnn_vgg_small']}", cwd=root).returncode == 0
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    fast, slow = load(export), load(export, backend="torch")
+    assert fast.packed and torch.equal(fast(images), slow(images))
+    assert torch.equal(fast(images), fast(images.float() / 255))  # uint8 and float in [0, 1] are one input
+
+
+def test_export_and_evaluate_refusals_are_one_line_and_write_nothing(trained, tmp_path):
+    root, runs = trained
+    run = runs["bnn_mlp"]
+    if not (run / "export").is_dir():
+        assert qbench("export", f"run={run}", cwd=root).returncode == 0
+    fp = qbench("train", "method=fp", "model=mlp", "model.hidden=[32]", *MNIST, "trainer.epochs=1",
+                "trainer.progress=false", cwd=tmp_path)
+    stoch = qbench("train", "method=binaryconnect", "method.mode=stoch", "model=mlp", "model.hidden=[32]", *MNIST,
+                   "trainer.epochs=1", "trainer.progress=false", cwd=tmp_path)
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text((run / "config.yaml").read_text())
+    (unfinished / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    tampered = tmp_path / "tampered"
+    import shutil
+    shutil.copytree(run / "export", tampered)
+    data = bytearray((tampered / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (tampered / "model.safetensors").write_bytes(bytes(data))
+    cases = [
+        (["export", f"run={run_dir_of(fp)}"], "method 'fp': a full-precision model has no low-bit form"),
+        (["export", f"run={run_dir_of(stoch)}"], "method.mode=stoch tests with its real-valued weights"),
+        (["export", f"run={unfinished}"], "export needs a finished run with a checkpoint; "),
+        (["export", f"run={run}"], "export exists; qbench never overwrites an export"),
+        (["export", f"run={run}", "format=tflite"], "format='tflite' is invalid; valid: qbench"),
+        (["export"], "qbench export needs run=<run dir>"),
+        (["evaluate", f"export={tampered}"], "does not match its manifest: sha256"),
+        (["evaluate", f"export={tmp_path}"], "is not a qbench export (no manifest.json)"),
+        (["evaluate", f"export={run / 'export'}", "limit=0"], "limit='0' is invalid"),
+        (["evaluate", f"export={run / 'export'}", "backend=gpu"], "backend='gpu' is invalid; valid: auto, torch"),
+    ]
+    before = sorted(p for p in tmp_path.rglob("*"))
+    for args, message in cases:
+        r = qbench(*args, cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # no export folder, no temporary folder left behind
