@@ -413,6 +413,10 @@ def summary_command(args: list[str]) -> int:
 
 
 def bench_command(args: list[str]) -> int:
+    if "--inference" in args:
+        from qbench.bench_inference import main as inference_main
+
+        return inference_main([a for a in args if a != "--inference"])
     from qbench.bench import main as bench_main
 
     return bench_main(args)

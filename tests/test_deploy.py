@@ -53,12 +53,14 @@ def test_weight_codecs_by_hand_and_a_layer_without_a_low_bit_form():
 def test_xnor_popcount_by_hand():
     # x = (+1, -1, +1), w = (+1, +1, -1): x.w = 1 - 1 - 1 = -1 = K - 2 popcount(101 ^ 011) = 3 - 2 * 2
     x, w = torch.tensor([[0.5, -2.0, 0.0]]), torch.tensor([[3.0, 1.0, -1.0]])  # sign(0) = +1
-    assert kernel.pack_signs(x).tolist() == [[0b101]] and kernel.pack_signs(w).tolist() == [[0b011]]
     for force in (False, True):
-        assert kernel.binary_linear(kernel.pack_signs(x, force), kernel.pack_signs(w, force), 3, force).tolist() == [[-1.0]]
+        assert kernel.pack_signs(x, force).tolist() == [[0b101] + [0] * 7]  # a row: 8 words, one 512-bit vector
+        assert kernel.pack_signs(w, force).tolist() == [[0b011] + [0] * 7]
+        assert kernel.binary_linear(x, kernel.pack_signs(w, force), force).tolist() == [[-1.0]]
 
 
 @pytest.mark.parametrize("n,c,hw,o,k,stride,pad,dil", [(2, 3, 5, 4, 3, 1, 1, 1), (3, 70, 7, 5, 3, 2, 1, 1),
+                                                        (2, 600, 3, 9, 3, 1, 1, 1),
                                                         (2, 128, 8, 16, 3, 1, 1, 1), (1, 64, 9, 8, 1, 1, 0, 1),
                                                         (2, 5, 6, 3, 3, 1, 2, 2), (1, 65, 4, 2, 5, 1, 2, 1)])
 def test_binary_conv_is_the_zero_padded_float_conv_exactly_compiled_and_fallback(n, c, hw, o, k, stride, pad, dil):
@@ -67,14 +69,14 @@ def test_binary_conv_is_the_zero_padded_float_conv_exactly_compiled_and_fallback
     x, w = torch.randn(n, c, hw, hw + 1, generator=g), torch.randn(o, c, k, k, generator=g)
     sx, sw = torch.where(x >= 0, 1.0, -1.0), torch.where(w >= 0, 1.0, -1.0)
     ref = F.conv2d(sx, sw, stride=stride, padding=pad, dilation=dil)
-    packed = kernel.pack_signs(sw.permute(0, 2, 3, 1).reshape(-1, c)).reshape(o, k, k, -1)
     for force in (False, True):
-        out = kernel.binary_conv2d(x, packed, c, (k, k), (stride, stride), (pad, pad), (dil, dil), force)
+        packed = kernel.pack_conv_weight(sw, force)
+        out = kernel.binary_conv2d(x, packed, (k, k), (stride, stride), (pad, pad), (dil, dil), force)
         assert torch.equal(out, ref)
     a, b = torch.randn(9, c * 3, generator=g), torch.randn(o, c * 3, generator=g)
     ref = torch.where(a >= 0, 1.0, -1.0) @ torch.where(b >= 0, 1.0, -1.0).T
-    assert torch.equal(kernel.binary_linear(kernel.pack_signs(a), kernel.pack_signs(b), c * 3), ref)
-    assert torch.equal(kernel.binary_linear(kernel.pack_signs(a, True), kernel.pack_signs(b, True), c * 3, True), ref)
+    assert torch.equal(kernel.binary_linear(a, kernel.pack_signs(b)), ref)
+    assert torch.equal(kernel.binary_linear(a, kernel.pack_signs(b, True), True), ref)
 
 
 def test_the_compiled_kernel_builds_here():
@@ -190,3 +192,46 @@ def test_export_and_evaluate_refusals_are_one_line_and_write_nothing(trained, tm
         r = qbench(*args, cwd=tmp_path)
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
     assert sorted(p for p in tmp_path.rglob("*")) == before  # no export folder, no temporary folder left behind
+
+
+def _tiny_binary_mlp(mean: list[float], bias: list[float], gamma: list[float]) -> "DeployedModel":  # noqa: F821
+    """input (N, 6) -> binary linear 6->3 (sign input) -> batch norm -> hardtanh -> binary linear 3->2, by hand."""
+    from qbench.deploy.engine import DeployedModel
+
+    g = torch.Generator().manual_seed(0)
+    w1, w2 = (torch.randint(0, 2, (3, 6), generator=g), torch.randint(0, 2, (2, 3), generator=g))
+    spec = lambda shape: {"codec": "binary", "bits": 1, "shape": shape}  # noqa: E731
+    layer = lambda name, x, shape: {"name": name, "op": "linear", "inputs": [x], "weight": spec(shape),  # noqa: E731
+                                    "input_quantizer": {"kind": "sign"}, "input_scale": None}
+    graph = [{"name": "x", "op": "input"}, layer("fc1", "x", [3, 6]),
+             {"name": "bn", "op": "batch_norm", "inputs": ["fc1"], "eps": 0.0},
+             {"name": "act", "op": "hardtanh", "inputs": ["bn"], "min": -1.0, "max": 1.0},
+             layer("fc2", "act", [2, 3]), {"name": "out", "op": "output", "inputs": ["fc2"]}]
+    tensors = {"fc1.weight_codes": pack_codes(w1, 1), "fc2.weight_codes": pack_codes(w2, 1),
+               "bn.running_mean": torch.tensor(mean), "bn.running_var": torch.ones(3),
+               "bn.weight": torch.tensor(gamma), "bn.bias": torch.tensor(bias)}
+    manifest = {"input": {"mean": [0.0], "std": [1.0]}, "graph": graph}
+    return DeployedModel(manifest, tensors)
+
+
+def test_batch_norm_and_sign_fold_to_thresholds_even_at_a_tie():
+    """BN(y) = (y - mean) * gamma + beta (var 1, eps 0). Channel 0: root 2.3 -> y >= 3; channel 1, gamma < 0:
+    root 0.5 -> y <= 0; channel 2: root exactly 1, where BN(1) = 0 and sign(0) = +1, a tie: PyTorch's own batch
+    norm decides it (y >= 1). Every input of 6 signs: the folded model equals the unfolded one."""
+    m = _tiny_binary_mlp(mean=[2.3, 0.5, 1.0], bias=[0.0, 0.0, 0.0], gamma=[1.0, -2.0, 0.5])
+    assert set(m.folded) == {"bn"} and m.near_ties == 1
+    t, up = m._thresholds(m.by_name["bn"], (1, 3))
+    assert t.tolist() == [3.0, 0.0, 1.0] and up.tolist() == [1, 0, 1]
+    x = torch.tensor([[float(b >> i & 1) * 2 - 1 for i in range(6)] for b in range(64)])
+    unfolded = _tiny_binary_mlp(mean=[2.3, 0.5, 1.0], bias=[0.0, 0.0, 0.0], gamma=[1.0, -2.0, 0.5])
+    unfolded.folded, unfolded.passing = {}, set()
+    assert torch.equal(m.run(x), unfolded.run(x))
+    # beta = -1e-9: in real numbers BN(1) = -1e-9 < 0, but PyTorch's float32 batch norm (y * alpha + (beta -
+    # mean * alpha), where -1e-9 vanishes beside 0.5) gives 0, so y = 1 stays +1 as in training: threshold 1
+    m = _tiny_binary_mlp(mean=[2.3, 0.5, 1.0], bias=[0.0, 0.0, -1e-9], gamma=[1.0, -2.0, 0.5])
+    torch_bit = F.batch_norm(torch.tensor([[0.0, 0.0, 1.0]]), m.t["bn.running_mean"], m.t["bn.running_var"],
+                             m.t["bn.weight"], m.t["bn.bias"], False, 0.0, 0.0)[0, 2] >= 0
+    assert m._thresholds(m.by_name["bn"], (1, 3))[0].tolist() == [3.0, 0.0, 1.0 if torch_bit else 2.0]
+    # and at the other side of the tie: beta = -1e-3 is no tie (y = 1 gives -0.001): threshold 2
+    m = _tiny_binary_mlp(mean=[2.3, 0.5, 1.0], bias=[0.0, 0.0, -1e-3], gamma=[1.0, -2.0, 0.5])
+    assert m.near_ties == 0 and m._thresholds(m.by_name["bn"], (1, 3))[0].tolist() == [3.0, 0.0, 2.0]

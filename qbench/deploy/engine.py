@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import operator
 from pathlib import Path
 
@@ -120,6 +121,17 @@ class DeployedModel:
         for node in self.nodes:
             if node["op"] in ("conv2d", "linear"):
                 self._prepare(node)
+        self.by_name = {n["name"]: n for n in self.nodes}
+        self.users: dict[str, list[dict]] = {}
+        for n in self.nodes:
+            for i in n.get("inputs", []):
+                self.users.setdefault(i, []).append(n)
+        self.folded: dict[str, tuple] = {}  # batch norm -> (thresholds, up, words per row), see _fold
+        self.passing: set[str] = set()  # the sign-preserving nodes between a folded batch norm and its users
+        self.near_ties = 0
+        for n in self.nodes:
+            if n["op"] == "batch_norm":
+                self._fold(n)
 
     def _fast(self, node: dict) -> bool:
         """Both operands +-1 (unscaled codes, sign input): the layer runs as xnor + popcount."""
@@ -133,12 +145,94 @@ class DeployedModel:
             return
         codes = unpack_codes(self.t[f"{node['name']}.weight_codes"], w[0].numel(), 1)
         signs = (2 * codes - 1).float().reshape(w.shape)  # the +-1 codes, before any alpha
-        if node["op"] == "conv2d":  # words along input channels, per kernel tap: (O, kh, kw, CW)
-            o, c, kh, kw = signs.shape
-            self.packed[node["name"]] = kernel.pack_signs(signs.permute(0, 2, 3, 1).reshape(-1, c),
-                                                          self.force_torch).reshape(o, kh, kw, -1)
+        if node["op"] == "conv2d":  # words along input channels, per kernel tap
+            self.packed[node["name"]] = kernel.pack_conv_weight(signs, self.force_torch)
         else:
             self.packed[node["name"]] = kernel.pack_signs(signs, self.force_torch)
+
+    # --- batch norm + sign, folded into an integer threshold ---------------------------------------------
+
+    def _integer_source(self, node: dict) -> int | None:
+        """The largest |value| of a node's integer-valued output (an unscaled xnor-popcount layer, perhaps
+        max-pooled), or None if its values need not be integers."""
+        while node["op"] == "max_pool2d":
+            node = self.by_name[node["inputs"][0]]
+        p = node["name"]
+        if (p in self.packed and f"{p}.alpha" not in self.t and f"{p}.bias" not in self.t
+                and node.get("input_scale") is None):
+            return math.prod(node["weight"]["shape"][1:])
+        return None
+
+    def _sign_users(self, name: str, seen: list[str]) -> list[dict] | None:
+        """The binary layers that read only the sign of ``name``'s output (through sign-preserving hardtanh /
+        identity nodes, collected in ``seen``); None if anything else reads it."""
+        out = []
+        for u in self.users.get(name, []):
+            if u["op"] == "identity" or (u["op"] == "hardtanh" and u["min"] < 0 < u["max"]):
+                more = self._sign_users(u["name"], seen)
+                if more is None:
+                    return None
+                seen.append(u["name"])
+                out += more
+            elif u["name"] in self.packed and u.get("input_scale") is None:
+                out.append(u)
+            else:
+                return None
+        return out
+
+    def _fold(self, bn: dict) -> None:
+        """sign(BN(y)) for integer y in [-K, K] is y >= t (gamma > 0) or y <= t (gamma < 0) for an integer t, from
+        the exact real root of (y - mean) / sqrt(var + eps) * gamma + beta. Where the root lies so close to an
+        integer y0 that float32 rounding could decide BN(y0)'s sign either way (within 1e-6 of the terms' size,
+        some 8 units in the last place), y0's bit is what PyTorch's own batch norm gives y0 in a tensor of the
+        real input's shape (the rounding of each element depends on where it falls in the vector loop, which
+        the batch index does not change): resolved at the first input of each shape, in ``_thresholds``."""
+        k = self._integer_source(self.by_name[bn["inputs"][0]])
+        passing: list[str] = []
+        users = self._sign_users(bn["name"], passing) if k is not None else None
+        if not users or len({u["op"] for u in users}) != 1:
+            return
+        p = bn["name"]
+        mean, var = self.t[f"{p}.running_mean"].double(), self.t[f"{p}.running_var"].double()
+        c = len(mean)
+        gamma = self.t[f"{p}.weight"].double() if f"{p}.weight" in self.t else torch.ones(c, dtype=torch.float64)
+        beta = self.t[f"{p}.bias"].double() if f"{p}.bias" in self.t else torch.zeros(c, dtype=torch.float64)
+        s = torch.sqrt(var + bn["eps"])
+        safe = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
+        root = mean - beta * s / safe  # BN(y) = 0 here
+        near = torch.round(root)
+        value = (near - mean) / s * gamma + beta
+        size = (near.abs() + mean.abs()) / s * gamma.abs() + beta.abs()
+        tie = (gamma != 0) & (root.abs() <= k + 1) & (value.abs() <= 1e-6 * size)
+        up = (gamma > 0) | ((gamma == 0) & (beta >= 0))
+        t = torch.where(gamma > 0, torch.ceil(root), torch.floor(root))
+        t = torch.where(gamma == 0, torch.where(beta >= 0, torch.full_like(t, -1e30), torch.full_like(t, 1e30)), t)
+        words = kernel.words(c)
+        stride = kernel.padded(words) if users[0]["op"] == "linear" else words
+        ties = tie.nonzero().flatten()
+        self.near_ties += len(ties)
+        self.folded[p] = {"t": t.clamp(-1e30, 1e30), "up": up.to(torch.int8), "stride": stride,
+                          "ties": ties, "tie_values": near[ties], "by_shape": {}}
+        self.passing.update(passing)
+
+    def _thresholds(self, bn: dict, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """The folded thresholds for inputs of this shape (ties resolved by PyTorch's batch norm itself)."""
+        f = self.folded[bn["name"]]
+        key = tuple(shape[1:])
+        if key not in f["by_shape"]:
+            t = f["t"].clone()
+            if len(f["ties"]):
+                p, c = bn["name"], len(t)
+                probe = torch.zeros(1, c, *key[1:])
+                probe[0, f["ties"]] = f["tie_values"].float().view(-1, *([1] * (len(key) - 1)))
+                out = F.batch_norm(probe, self.t[f"{p}.running_mean"], self.t[f"{p}.running_var"],
+                                   self.t.get(f"{p}.weight"), self.t.get(f"{p}.bias"), False, 0.0, bn["eps"])
+                bit = out[0, f["ties"]].reshape(len(f["ties"]), -1)[:, 0] >= 0  # the sign BNN's sign takes
+                y0, rising = f["tie_values"], f["up"][f["ties"]].bool()
+                # rising: y >= t, so y0 in iff t <= y0; falling: y <= t, so y0 in iff t >= y0
+                t[f["ties"]] = torch.where(rising, torch.where(bit, y0, y0 + 1), torch.where(bit, y0, y0 - 1))
+            f["by_shape"][key] = (t.float(), f["up"])
+        return f["by_shape"][key]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float()
@@ -167,16 +261,14 @@ class DeployedModel:
 
     def _layer(self, node: dict, x: torch.Tensor) -> torch.Tensor:
         name = node["name"]
-        scale = _xnor_scale(x, node) if node.get("input_scale") == "xnor" else None
+        scale = _xnor_scale(x, node) if node.get("input_scale") == "xnor" else None  # never on PackedSigns
         bias = self.t.get(f"{name}.bias")
         if name in self.packed:
             if node["op"] == "conv2d":
-                y = kernel.binary_conv2d(x, self.packed[name], x.shape[1], tuple(node["kernel_size"]),
-                                         tuple(node["stride"]), tuple(node["padding"]), tuple(node["dilation"]),
-                                         self.force_torch)
+                y = kernel.binary_conv2d(x, self.packed[name], tuple(node["kernel_size"]), tuple(node["stride"]),
+                                         tuple(node["padding"]), tuple(node["dilation"]), self.force_torch)
             else:
-                y = kernel.binary_linear(kernel.pack_signs(x, self.force_torch), self.packed[name], x.shape[1],
-                                         self.force_torch)
+                y = kernel.binary_linear(x, self.packed[name], self.force_torch)
             alpha = self.t.get(f"{name}.alpha")
             if alpha is not None:
                 y = y * (alpha.view(1, -1, 1, 1) if y.dim() == 4 else alpha.view(1, -1))
@@ -194,6 +286,15 @@ class DeployedModel:
     def _eval(self, node: dict, op: str, args: list):
         if op in ("conv2d", "linear"):
             return self._layer(node, args[0])
+        if node["name"] in self.folded:  # batch norm + sign: the next layers' packed operand, from thresholds
+            x = args[0]
+            thresholds = self._thresholds(node, tuple(x.shape))
+            words = kernel.pack_signs_nchw(x, self.folded[node["name"]]["stride"], self.force_torch, thresholds)
+            return kernel.PackedSigns(words, x.shape)
+        if node["name"] in self.passing:  # hardtanh / identity keep the sign that is all the next layer reads
+            return args[0]
+        if op == "max_pool2d" and node["padding"] == [0, 0] and node["dilation"] == [1, 1] and not node["ceil_mode"]:
+            return kernel.max_pool2d(args[0], node["kernel_size"], node["stride"], self.force_torch)
         if op == "batch_norm":
             p = node["name"]
             return F.batch_norm(args[0], self.t[f"{p}.running_mean"], self.t[f"{p}.running_var"],
@@ -228,7 +329,10 @@ class DeployedModel:
 
     def describe(self) -> list[dict]:
         """Per conv/linear layer: which path computes it."""
+        folded_into = {u["name"] for b in self.folded for u in self._sign_users(b, [])}
         return [{"layer": n["name"], "op": n["op"], "weight": n["weight"]["codec"], "bits": n["weight"]["bits"],
                  "input": n["input_quantizer"]["kind"],
-                 "path": "xnor-popcount" if n["name"] in self.packed else "dequantized float op"}
+                 "path": ("xnor-popcount" + (" (input: batch norm + sign folded to integer thresholds)"
+                                             if n["name"] in folded_into else "")
+                          if n["name"] in self.packed else "dequantized float op")}
                 for n in self.nodes if n["op"] in ("conv2d", "linear")]
