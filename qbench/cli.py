@@ -43,7 +43,8 @@ commands:
   compare runs=<dir or glob>... [by=method,model] [out=<dir>] [--force]
                             finished runs side by side, mean ± std over seeds, one row per configuration
   summary model=<m> method=<m> dataset=<d> [key=value ...]
-                            per layer: bits, parameters, MACs; model size quantized vs float32
+  summary run=<run dir>     per layer: bits, parameters, MACs; model size quantized vs float32 (and, for
+                            a run with an export, the deployed size measured from its files)
   bench [--methods fp,bnn] [--models vgg_small] [--batch-sizes 256] [--reference] [overrides]
                             training images/s, ratios to full precision and to a plain PyTorch loop
   bench --inference run=<run dir> [--batch-sizes 1,64] [--json F]
@@ -401,11 +402,28 @@ def plot_command(args: list[str]) -> int:
 
 def summary_command(args: list[str]) -> int:
     from qbench.config import check_overrides, compose
-    from qbench.summary import print_summary, summarize
+    from qbench.summary import print_deployed, print_summary, summarize
 
     bad = [a for a in args if a.startswith("-")]
     if bad:
         raise UserError(f"qbench summary takes key=value overrides only; got {' '.join(bad)}")
+    runs = [a for a in args if a.startswith("run=")]
+    if runs:  # a trained run: its own config, and its export's measured size when it has one
+        from omegaconf import OmegaConf
+
+        if len(args) > 1:
+            raise UserError(f"qbench summary run=<run dir> takes no other settings; got {' '.join(args[1:])}")
+        run = Path(runs[0].split("=", 1)[1])
+        if not (run / "config.yaml").is_file():
+            raise UserError(f"{run} is not a qbench run directory (no config.yaml)")
+        cfg = OmegaConf.load(run / "config.yaml")
+        OmegaConf.update(cfg, "method.init", None, force_add=True)  # the architecture is all a summary needs
+        print_summary(cfg, summarize(cfg))
+        if (run / "export" / "manifest.json").is_file():
+            print_deployed(run / "export")
+        else:
+            print(f"no export yet (qbench export run={run} writes one; its size is then shown here)")
+        return 0
     check_overrides(list(args), data=False)  # a summary reads no data
     cfg = compose(list(args))
     print_summary(cfg, summarize(cfg))

@@ -78,3 +78,19 @@ def print_summary(cfg: DictConfig, s: dict, console: Console | None = None) -> N
                   f"{s['fp32_mb']:.2f} MB in float32 ({s['fp32_mb'] / max(s['size_mb'], 1e-9):.1f}x smaller)")
     console.print(f"MACs {macs:,}: binary {s['binary_macs']:,} ({100 * s['binary_macs'] / max(macs, 1):.1f}%), "
                   f"full precision / multi-bit {s['fp_macs']:,}")
+
+
+def print_deployed(export_dir, console: Console | None = None) -> None:
+    """The size an export measures on disk, beside the estimate above (``qbench summary run=<run dir>``)."""
+    import json
+    from pathlib import Path
+
+    console = console or default_console()
+    export_dir = Path(export_dir)
+    m = json.loads((export_dir / "manifest.json").read_text())
+    files = {p.name: p.stat().st_size for p in export_dir.iterdir() if p.is_file()}
+    w = m["weight_bytes"]
+    console.print(f"deployed (measured from {export_dir}): weights {w['deployed'] / 2 ** 20:.3f} MB packed vs "
+                  f"{w['float32'] / 2 ** 20:.3f} MB float32 ({w['float32'] / w['deployed']:.1f}x smaller); files "
+                  + ", ".join(f"{k} {v / 2 ** 20:.3f} MB" for k, v in sorted(files.items())), markup=False,
+                  highlight=False)

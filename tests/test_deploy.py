@@ -235,3 +235,15 @@ def test_batch_norm_and_sign_fold_to_thresholds_even_at_a_tie():
     # and at the other side of the tie: beta = -1e-3 is no tie (y = 1 gives -0.001): threshold 2
     m = _tiny_binary_mlp(mean=[2.3, 0.5, 1.0], bias=[0.0, 0.0, -1e-3], gamma=[1.0, -2.0, 0.5])
     assert m.near_ties == 0 and m._thresholds(m.by_name["bn"], (1, 3))[0].tolist() == [3.0, 0.0, 2.0]
+
+
+def test_summary_of_a_run_shows_the_size_measured_from_its_export(trained):
+    root, runs = trained
+    run = runs["bnn_mlp"]
+    if not (run / "export").is_dir():
+        assert qbench("export", f"run={run}", cwd=root).returncode == 0
+    r = qbench("summary", f"run={run}", cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert f"deployed (measured from {run / 'export'}): weights" in r.stdout.replace("\n", "")
+    size = (run / "export" / "model.safetensors").stat().st_size / 2 ** 20
+    assert f"model.safetensors {size:.3f} MB" in r.stdout.replace("\n", "")
