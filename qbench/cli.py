@@ -288,8 +288,8 @@ def evaluate_command(args: list[str]) -> int:
     r = evaluate_export(Path(kv["export"][0]), (kv.get("backend") or ["auto"])[0],
                         None if limit is None else int(limit))
     for row in r["layers"]:
-        print(f"  {row['layer']:<24} {row['op']:<7} weight {row['codec'] if 'codec' in row else row['weight']}"
-              f"({row['bits']} bit), input {row['input']}: {row['path']}")
+        print(f"  {row['layer']:<24} {row['op']:<7} weight {row['weight']}({row['bits']} bit), input {row['input']}: "
+              f"{row['path']}")
     print(f"{r['method']} {r['model']} {r['dataset']}, {r['images']} test images; kernel: {r['kernel']}")
     print(f"deployed accuracy     {100 * r['deployed_acc']:.2f}%")
     print(f"training-time model   {100 * r['fake_quant_acc']:.2f}%  (the same images, fake-quantized)")

@@ -34,7 +34,8 @@ from qbench.deploy.packing import pack_codes
 from qbench.errors import UserError
 
 # methods whose trained model has a static low-bit form this exporter writes (no schedule state to restore)
-EXPORTABLE = ("binaryconnect", "bnn", "bwn", "dorefa", "inq", "twn", "wage", "xnor")
+EXPORTABLE = ("binaryconnect", "bnn", "bwn", "dorefa", "inq", "ptq", "qat", "twn", "wage", "xnor")
+WEIGHT_TENSORS = (".weight_codes", ".alpha", ".levels", ".weight", ".scale", ".zero_point")  # a layer's weight
 NO_LOW_BIT_FORM = {"fp": "a full-precision model has no low-bit form (quantize it first: qbench ptq)"}
 
 
@@ -44,10 +45,28 @@ def _fn_name(q) -> tuple[str, dict]:
     return getattr(fn, "__name__", type(fn).__name__), kwargs
 
 
-def input_quantizer_spec(q, where: str) -> dict:
-    """What a layer does to its input at test time, in the engine's terms."""
+def _affine_qparams(q, lo, hi) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    scale, zero_point, qmin, qmax = q.qparams(lo, hi)
+    return (torch.as_tensor(scale, dtype=torch.float32).reshape(-1),
+            torch.as_tensor(zero_point, dtype=torch.float32).reshape(-1), int(qmin), int(qmax))
+
+
+def input_quantizer_spec(q, where: str, tensors: dict, name: str) -> dict:
+    """What a layer does to its input at test time, in the engine's terms (a FakeQuant's frozen range becomes
+    its scale and zero-point, stored as float32 tensors ``<name>.input_scale`` / ``.input_zero_point``)."""
+    from qbench.nn import FakeQuant
+
     if q is None:
         return {"kind": "none"}
+    if isinstance(q, FakeQuant):
+        if type(q) is not FakeQuant or q.per_channel or q.min_val.numel() == 0:
+            raise UserError(f"{where}: its input quantizer {q.describe()} has no deploy form yet (a per-tensor "
+                            "FakeQuant with an observed range has)")
+        if q.bits == 32 or not q.enabled:
+            return {"kind": "none"}
+        scale, zero_point, qmin, qmax = _affine_qparams(q, q.min_val, q.max_val)
+        tensors[f"{name}.input_scale"], tensors[f"{name}.input_zero_point"] = scale, zero_point
+        return {"kind": "affine", "bits": q.bits, "qmin": qmin, "qmax": qmax}
     name, kw = _fn_name(q)
     if name in ("sign", "ste_sign", "approx_sign") or (name == "binarize" and kw.get("scaling", "none") == "none"):
         return {"kind": "sign"}  # binarize(stochastic=True) samples at train time only: sign at test time
@@ -93,6 +112,24 @@ def weight_codec(wq: torch.Tensor, where: str) -> tuple[dict, dict[str, torch.Te
     decoded = decode_weight(spec, {f"w.{k}": v for k, v in out.items()}, "w")
     if not torch.equal(decoded, wq.float()):  # the stored form must stand for exactly what training computed
         raise UserError(f"{where}: its {spec['codec']} form does not reproduce the quantized weight exactly")
+    return spec, out
+
+
+def affine_weight_codec(q, w: torch.Tensor, wq: torch.Tensor, where: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A FakeQuant weight (QAT, PTQ; whitepaper eq. 1-3) as its integers: code = clamp(round(w / s) + z, qmin,
+    qmax) - qmin, k-bit, with s and z per layer or per output channel; value = (code + qmin - z) * s."""
+    lo, hi = q._batch_range(w)
+    scale, zero_point, qmin, qmax = _affine_qparams(q, lo, hi)
+    rows = w.reshape(w.shape[0], -1).float()
+    s, z = (scale.view(-1, 1), zero_point.view(-1, 1))
+    codes = (torch.round(rows * (1.0 / s)) + z).clamp(qmin, qmax) - qmin
+    spec = {"codec": "affine", "bits": q.bits, "shape": list(w.shape), "qmin": qmin,
+            "per_channel": bool(q.per_channel)}
+    out = {"weight_codes": pack_codes(codes.long(), q.bits), "scale": scale.contiguous(),
+           "zero_point": zero_point.contiguous()}
+    decoded = decode_weight(spec, {f"w.{k}": v for k, v in out.items()}, "w")
+    if not torch.equal(decoded, wq.float()):
+        raise UserError(f"{where}: its affine form does not reproduce the quantized weight exactly")
     return spec, out
 
 
@@ -203,7 +240,7 @@ def _layer(node: dict, m, path: str, tensors: dict, quantized: bool) -> dict:
 
         if not _forward_identity(m.output_quantizer):
             raise UserError(f"{where}: output quantizer {_fn_name(m.output_quantizer)[0]} has no deploy form yet")
-        node["input_quantizer"] = input_quantizer_spec(m.input_quantizer, where)
+        node["input_quantizer"] = input_quantizer_spec(m.input_quantizer, where, tensors, node["name"])
         scale = m.input_scale
         if scale is not None and getattr(scale, "func", scale) is not xnor_activation_scale:
             raise UserError(f"{where}: input scale {_fn_name(scale)[0]} has no deploy form yet")
@@ -216,7 +253,11 @@ def _layer(node: dict, m, path: str, tensors: dict, quantized: bool) -> dict:
             raise UserError(f"{where}: padding {m.padding!r} ({m.padding_mode}) has no deploy form yet")
         node.update(kernel_size=list(m.kernel_size), stride=list(m.stride), padding=list(m.padding),
                     dilation=list(m.dilation), groups=m.groups)
-    if quantized and m.weight_quantizer is not None:
+    from qbench.nn import FakeQuant
+
+    if quantized and type(m.weight_quantizer) is FakeQuant and m.weight_quantizer.bits <= 8:
+        spec, stored = affine_weight_codec(m.weight_quantizer, m.weight.detach(), wq.detach(), where)
+    elif quantized and m.weight_quantizer is not None:
         spec, stored = weight_codec(wq.detach(), where)
     else:
         spec, stored = {"codec": "float", "bits": 32, "shape": list(wq.shape)}, {"weight": wq.float().contiguous()}
@@ -250,6 +291,9 @@ def check_exportable(cfg) -> None:
     if name == "binaryconnect" and cfg.method.get("mode") == "stoch":
         raise UserError("method 'binaryconnect' with method.mode=stoch tests with its real-valued weights (section "
                         "2.6), so it has no low-bit form; det has one")
+    if name == "qat" and cfg.method.get("fold_bn"):
+        raise UserError("method 'qat' with method.fold_bn=true has no deploy export yet (its folded conv is a "
+                        "module of its own); fold_bn=false exports")
     if name not in EXPORTABLE:
         raise UserError(f"method {name!r} has no deploy export yet; exportable methods: {', '.join(EXPORTABLE)}")
     ds = cfg.dataset
@@ -284,7 +328,9 @@ def rebuild(run: Path):
 
 def export_run(run: Path, fmt: str = "qbench", out: Path | None = None) -> Path:
     """Write ``<run>/export`` (or ``out``): ``model.safetensors`` and ``manifest.json``, all or nothing."""
-    from safetensors.torch import save_file
+    from qbench.deploy.engine import _safetensors
+
+    save_file = _safetensors().save_file
 
     if fmt != "qbench":
         raise UserError(f"format={fmt!r} is invalid; valid: qbench (format=onnx is not built yet)")
@@ -294,7 +340,7 @@ def export_run(run: Path, fmt: str = "qbench", out: Path | None = None) -> Path:
         raise UserError(f"{out} exists; qbench never overwrites an export (remove it, or give out=<new folder>)")
     cfg, summary, model = rebuild(run)
     nodes, tensors, layers = build_graph(model)
-    if not any(r["codec"] in ("binary", "ternary", "levels") for r in layers):
+    if not any(r["codec"] != "float" for r in layers):
         raise UserError(f"{run} has no layer with low-bit weights to export")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
@@ -318,10 +364,11 @@ def export_run(run: Path, fmt: str = "qbench", out: Path | None = None) -> Path:
                                      "of byte j // 8; each row starts on a byte; pad bits 0",
                         "binary": "1: +1, 0: -1", "ternary": "01: +1, 00: 0, 11: -1",
                         "levels": "index into <node>.levels (float32, ascending)",
+                        "affine": "weight = (code + qmin - zero_point) * scale, per layer or per output row",
                         "value": "weight = alpha[o] * code value (alpha absent: 1); levels: levels[code]"},
             "layers": layers,
             "weight_bytes": {"deployed": sum(v.numel() * v.element_size() for k, v in tensors.items()
-                                             if k.endswith((".weight_codes", ".alpha", ".levels", ".weight"))),
+                                             if k.endswith(WEIGHT_TENSORS)),
                              "float32": float_bytes},
             "graph": nodes,
         }

@@ -31,6 +31,18 @@ def test_codes_pack_little_endian_per_row_as_the_format_says():
         pack_codes(torch.tensor([[4]]), 2)
 
 
+def test_an_affine_weight_is_stored_as_its_integers():
+    """Whitepaper eq. 1-3, symmetric 8 bits per output channel: s = max|w| / 127, code = round(w / s) - qmin."""
+    from qbench.export import affine_weight_codec
+    from qbench.nn import FakeQuant
+
+    q = FakeQuant(bits=8, symmetric=True, per_channel=True).eval()
+    w = torch.tensor([[1.27, -0.6, 0.0], [0.5, 0.2, -0.5]])  # -0.6 / 0.01 = -60; 0.2 * 127 / 0.5 = 50.8 -> 51
+    spec, t = affine_weight_codec(q, w, q(w).detach(), "w")
+    assert (spec["codec"], spec["qmin"]) == ("affine", -127) and torch.allclose(t["scale"], torch.tensor([0.01, 0.5 / 127]))
+    assert unpack_codes(t["weight_codes"], 3, 8).tolist() == [[254, 67, 127], [254, 178, 0]]  # q + 127
+
+
 def test_weight_codecs_by_hand_and_a_layer_without_a_low_bit_form():
     w = torch.tensor([[0.5, -0.5, 0.5], [-2.0, -2.0, 2.0]])  # alpha 0.5 and 2 per row
     spec, t = weight_codec(w, "w")
@@ -105,6 +117,8 @@ RUNS = {  # name: (overrides, exact logits?)
     "dorefa_w2a2_resnet20": (["method=dorefa", "method.w_bits=2", "method.a_bits=2", "model=resnet20", *CIFAR], True),
     "wage_lenet5": (["method=wage", "model=lenet5", *MNIST], True),
     "inq_lenet5": (["method=inq", "model=lenet5", "trainer.epochs=5", *MNIST], True),
+    "qat_per_channel_resnet20": (["method=qat", "method.per_channel=true", "model=resnet20", *CIFAR], True),
+    "ptq_lenet5": (["method=fp", "model=lenet5", *MNIST], True),  # then qbench ptq of that run
 }
 
 
@@ -117,6 +131,10 @@ def trained(tmp_path_factory):
         p = qbench("train", *overrides, *epochs, "trainer.progress=false", cwd=root)
         assert p.returncode == 0, p.stderr[-2000:]
         runs[name] = run_dir_of(p)
+        if name.startswith("ptq"):
+            p = qbench("ptq", f"run={runs[name]}", "method.calib_batches=2", cwd=root)
+            assert p.returncode == 0, p.stderr[-2000:]
+            runs[name] = run_dir_of(p)
     return root, runs
 
 

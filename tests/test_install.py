@@ -20,6 +20,7 @@ def test_a_wheel_ships_every_package_and_config_and_runs_from_another_folder(tmp
     assert configs and {f"qbench/{c}" for c in configs} <= names  # every config group and paper
     packages = {"qbench"} | {f"qbench.{p}" for p in find_packages(str(REPO / "qbench"))}
     assert {p for p in packages if f"{p.replace('.', '/')}/__init__.py" not in names} == set()
+    assert {"qbench/deploy/csrc/xnor_popcount.c", "qbench/deploy/FORMAT.md"} <= names  # the kernel builds from it
 
     venv = tmp_path / "venv"  # a fresh venv; torch and the other dependencies are borrowed from this one
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

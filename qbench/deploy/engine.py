@@ -23,6 +23,14 @@ class DeployError(UserError):
     weight codec this engine does not know."""
 
 
+def _safetensors():
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise DeployError("qbench's deploy files need safetensors: pip install 'qbench[deploy]'") from None
+    return safetensors.torch
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -33,7 +41,7 @@ def sha256_of(path: Path) -> str:
 
 def load(export_dir, backend: str = "auto") -> "DeployedModel":
     """Read and check an export folder. ``backend``: auto (the compiled kernels where they build) or torch."""
-    from safetensors.torch import load_file
+    load_file = _safetensors().load_file
 
     export_dir = Path(export_dir)
     manifest_path = export_dir / "manifest.json"
@@ -72,17 +80,26 @@ def decode_weight(spec: dict, t: dict[str, torch.Tensor], prefix: str) -> torch.
         values = lut[codes]
     elif codec == "levels":
         values = t[f"{prefix}.levels"].float()[codes]
+    elif codec == "affine":  # whitepaper eq. 3: (q - z) * s, q the stored code + qmin
+        s, z = t[f"{prefix}.scale"].float(), t[f"{prefix}.zero_point"].float()
+        if spec.get("per_channel"):
+            s, z = s.view(rows, 1), z.view(rows, 1)
+        return ((codes.float() + spec["qmin"] - z) * s).reshape(shape)
     else:
-        raise DeployError(f"weight codec {codec!r} of {prefix} is unknown; valid: binary, ternary, levels, float")
+        raise DeployError(f"weight codec {codec!r} of {prefix} is unknown; valid: binary, ternary, levels, affine, "
+                          "float")
     if f"{prefix}.alpha" in t:
         values = t[f"{prefix}.alpha"].float().reshape(rows, 1) * values
     return values.reshape(shape)
 
 
-def _quantize_input(x: torch.Tensor, spec: dict) -> torch.Tensor:
+def _quantize_input(x: torch.Tensor, spec: dict, t: dict, name: str) -> torch.Tensor:
     kind = spec["kind"]
     if kind == "none":
         return x
+    if kind == "affine":  # whitepaper eq. 1-3, as torch.fake_quantize_per_tensor_affine computes it
+        s, z = t[f"{name}.input_scale"], t[f"{name}.input_zero_point"]
+        return ((torch.round(x * (1.0 / s)) + z).clamp(spec["qmin"], spec["qmax"]) - z) * s
     if kind == "sign":  # x >= 0 -> +1, else -1 (BNN eq. 1)
         return torch.where(x >= 0, x.new_ones(()), x.new_full((), -1.0))
     if kind == "dorefa":  # DoReFa eq. 10: round(clip(x, 0, 1) (2^k - 1)) / (2^k - 1)
@@ -91,7 +108,7 @@ def _quantize_input(x: torch.Tensor, spec: dict) -> torch.Tensor:
     if kind == "wage":  # WAGE eq. 5-6: clip(round(x / s) s, -1 + s, 1 - s), s = 2^(1 - k)
         s = 2.0 ** (1 - spec["bits"])
         return torch.clamp(torch.round(x / s) * s, -1 + s, 1 - s)
-    raise DeployError(f"input quantizer {kind!r} is unknown; valid: none, sign, dorefa, wage")
+    raise DeployError(f"input quantizer {kind!r} is unknown; valid: none, sign, dorefa, wage, affine")
 
 
 def _xnor_scale(x: torch.Tensor, node: dict) -> torch.Tensor:
@@ -275,7 +292,7 @@ class DeployedModel:
             if bias is not None:
                 y = y + (bias.view(1, -1, 1, 1) if y.dim() == 4 else bias)
         else:
-            xq = _quantize_input(x, node["input_quantizer"])
+            xq = _quantize_input(x, node["input_quantizer"], self.t, name)
             w = self.weights[name]
             if node["op"] == "conv2d":
                 y = F.conv2d(xq, w, bias, node["stride"], node["padding"], node["dilation"], node["groups"])
