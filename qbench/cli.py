@@ -24,9 +24,10 @@ commands:
                             continue an interrupted run from its last checkpoint
   ptq run=<run dir> [method.w_bits=8 method.a_bits=8 method.per_channel=true method.calib_batches=100]
                             post-training quantization of a finished full-precision run
-  export run=<run dir> [format=qbench] [out=<dir>]
+  export run=<run dir> [format=qbench|onnx] [float_weights=true] [out=<dir>]
                             the trained model in real low-bit form (bit-packed weights + manifest)
-                            in <run dir>/export, for qbench.deploy
+                            in <run dir>/export, for qbench.deploy; format=onnx: int8 QDQ ONNX (QAT,
+                            PTQ) in <run dir>/export-onnx, or with float_weights=true a float ONNX
   evaluate export=<dir> [backend=auto|torch] [limit=N]
                             the deployed model's test accuracy beside the training-time model's, image by
                             image (predictions that differ, largest logit difference)
@@ -262,11 +263,14 @@ def ptq_command(args: list[str]) -> int:
 def export_command(args: list[str]) -> int:
     from qbench.export import export_run
 
-    kv = _kv(args, ("run", "format", "out"), "export")
+    kv = _kv(args, ("run", "format", "out", "float_weights"), "export")
     if "run" not in kv:
         raise UserError("qbench export needs run=<run dir> (a finished training run)")
+    fw = (kv.get("float_weights") or ["false"])[0]
+    if fw not in ("true", "false"):
+        raise UserError(f"float_weights={fw!r} is invalid; valid: true, false")
     out = export_run(Path(kv["run"][0]), (kv.get("format") or ["qbench"])[0],
-                     Path(kv["out"][0]) if "out" in kv else None)
+                     Path(kv["out"][0]) if "out" in kv else None, fw == "true")
     manifest = json.loads((out / "manifest.json").read_text())
     size = manifest["weight_bytes"]
     print(f"{manifest['method']} {manifest['model']}: {len(manifest['layers'])} layers, weights "

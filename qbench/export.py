@@ -326,30 +326,58 @@ def rebuild(run: Path):
     return cfg, summary, model.eval()
 
 
-def export_run(run: Path, fmt: str = "qbench", out: Path | None = None) -> Path:
-    """Write ``<run>/export`` (or ``out``): ``model.safetensors`` and ``manifest.json``, all or nothing."""
+FORMATS = ("qbench", "onnx")
+
+
+def export_run(run: Path, fmt: str = "qbench", out: Path | None = None, float_weights: bool = False) -> Path:
+    """Write ``<run>/export`` (or ``out``): ``model.safetensors`` and ``manifest.json``; with ``fmt="onnx"``
+    ``<run>/export-onnx``: ``model.onnx`` and ``manifest.json``. All or nothing."""
     from qbench.deploy.engine import _safetensors
 
     save_file = _safetensors().save_file
 
-    if fmt != "qbench":
-        raise UserError(f"format={fmt!r} is invalid; valid: qbench (format=onnx is not built yet)")
+    if fmt not in FORMATS:
+        raise UserError(f"format={fmt!r} is invalid; valid: {', '.join(FORMATS)}")
+    if float_weights and fmt != "onnx":
+        raise UserError("float_weights=true is for format=onnx (a float ONNX model of the low-bit values)")
     run = run.resolve()
-    out = (out or run / "export").resolve()
+    out = (out or run / ("export" if fmt == "qbench" else "export-onnx")).resolve()
     if out.exists():
         raise UserError(f"{out} exists; qbench never overwrites an export (remove it, or give out=<new folder>)")
     cfg, summary, model = rebuild(run)
     nodes, tensors, layers = build_graph(model)
     if not any(r["codec"] != "float" for r in layers):
         raise UserError(f"{run} has no layer with low-bit weights to export")
+    onnx_model = None
+    if fmt == "onnx":  # built (and checked) before anything is written
+        from qbench.deploy.engine import DeployError
+        from qbench.deploy.onnx_export import to_onnx
+
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise UserError("format=onnx needs onnx: pip install 'qbench[deploy]'") from None
+        head = {"method": cfg.method.name, "model": cfg.model.name, "num_classes": int(cfg.dataset.num_classes),
+                "source_run": str(run), "graph": nodes,
+                "input": {"shape": [int(cfg.dataset.in_channels), int(cfg.dataset.image_size),
+                                    int(cfg.dataset.image_size)], "mean": list(cfg.dataset.mean),
+                          "std": list(cfg.dataset.std)}}
+        try:
+            onnx_model = to_onnx(head, tensors, float_weights)
+        except DeployError as e:
+            raise UserError(f"format=onnx: {e}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        save_file(tensors, str(tmp / "model.safetensors"))
+        if onnx_model is not None:
+            (tmp / "model.onnx").write_bytes(onnx_model.SerializeToString())
+        else:
+            save_file(tensors, str(tmp / "model.safetensors"))
+        tensor_file = "model.onnx" if onnx_model is not None else "model.safetensors"
         ds = cfg.dataset
         float_bytes = sum(4 * math.prod(r["shape"]) for r in layers)
         manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "format": FORMAT if fmt == "qbench" else "qbench-onnx", "format_version": FORMAT_VERSION,
             "method": cfg.method.name, "model": cfg.model.name, "dataset": ds.name,
             "input": {"shape": [int(ds.in_channels), int(ds.image_size), int(ds.image_size)],
                       "layout": "NCHW", "range": "uint8 0..255, or float in [0, 1]",
@@ -358,7 +386,13 @@ def export_run(run: Path, fmt: str = "qbench", out: Path | None = None) -> Path:
             "num_classes": int(ds.num_classes),
             "source_run": str(run), "qbench_commit": summary.get("qbench_commit"),
             "qbench_version": qbench.__version__, "final_val_acc": summary.get("final_val_acc"),
-            "tensors": {"file": "model.safetensors", "sha256": sha256_of(tmp / "model.safetensors")},
+            "tensors": {"file": tensor_file, "sha256": sha256_of(tmp / tensor_file)},
+            "onnx": None if onnx_model is None else {
+                "opset": onnx_model.opset_import[0].version, "input": "image: uint8 0..255, N x C x H x W",
+                "output": "logits", "kind": "float weights: the low-bit weights' values, activation quantizers as "
+                                            "elementwise ops (a float model, for portability)" if float_weights else
+                "int8 QDQ: QuantizeLinear / DequantizeLinear around each quantized layer; batch norm as "
+                "BatchNormalization after the convolution, as the run trained it"},
             "packing": {"axis": "each output row (weight[o].flatten(): input channel, kernel row, kernel column)",
                         "bit_order": "little-endian bit stream: element i in bits k*i..k*i+k-1, bit j = bit j % 8 "
                                      "of byte j // 8; each row starts on a byte; pad bits 0",
@@ -380,6 +414,44 @@ def export_run(run: Path, fmt: str = "qbench", out: Path | None = None) -> Path:
     return out
 
 
+class OnnxModel:
+    """An ONNX export run by onnxruntime on the CPU, called like a ``DeployedModel`` (uint8 images)."""
+
+    packed: dict = {}
+
+    def __init__(self, export_dir: Path):
+        from qbench.deploy.engine import DeployError, sha256_of
+
+        self.manifest = json.loads((export_dir / "manifest.json").read_text())
+        path = export_dir / self.manifest["tensors"]["file"]
+        if not path.is_file() or sha256_of(path) != self.manifest["tensors"]["sha256"]:
+            raise DeployError(f"{path} is missing or does not match its manifest's sha256; re-export the run")
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError("an ONNX export needs onnxruntime: pip install 'qbench[deploy]'") from None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.mean = torch.tensor(self.manifest["input"]["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(self.manifest["input"]["std"], dtype=torch.float32).view(1, -1, 1, 1)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        if images.dtype == torch.uint8:
+            x = x.div_(255)
+        return (x - self.mean) / self.std
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise UserError("an ONNX export takes uint8 images (0..255)")
+        return torch.from_numpy(self.session.run(["logits"], {"image": images.contiguous().numpy()})[0])
+
+    def describe(self) -> list[dict]:
+        return [{"layer": r["node"], "op": r["op"], "weight": r["codec"], "bits": r["bits"], "input": r["input"],
+                 "path": "onnxruntime, " + self.manifest["onnx"]["kind"].split(":")[0]} for r in self.manifest["layers"]]
+
+
 # --- qbench evaluate ------------------------------------------------------------------------------------
 
 def evaluate_export(export_dir: Path, backend: str = "auto", limit: int | None = None) -> dict:
@@ -389,7 +461,11 @@ def evaluate_export(export_dir: Path, backend: str = "auto", limit: int | None =
     from qbench.data import build_data
     from qbench.deploy import kernel, load
 
-    deployed = load(export_dir, backend)
+    manifest_path = Path(export_dir) / "manifest.json"
+    if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("format") == "qbench-onnx":
+        deployed = OnnxModel(Path(export_dir))
+    else:
+        deployed = load(export_dir, backend)
     m = deployed.manifest
     run = Path(m["source_run"])
     if not run.is_dir():

@@ -198,7 +198,8 @@ def test_export_and_evaluate_refusals_are_one_line_and_write_nothing(trained, tm
         (["export", f"run={run_dir_of(stoch)}"], "method.mode=stoch tests with its real-valued weights"),
         (["export", f"run={unfinished}"], "export needs a finished run with a checkpoint; "),
         (["export", f"run={run}"], "export exists; qbench never overwrites an export"),
-        (["export", f"run={run}", "format=tflite"], "format='tflite' is invalid; valid: qbench"),
+        (["export", f"run={run}", "format=tflite"], "format='tflite' is invalid; valid: qbench, onnx"),
+        (["export", f"run={run}", "format=onnx", "float_weights=maybe"], "float_weights='maybe' is invalid"),
         (["export"], "qbench export needs run=<run dir>"),
         (["evaluate", f"export={tampered}"], "does not match its manifest: sha256"),
         (["evaluate", f"export={tmp_path}"], "is not a qbench export (no manifest.json)"),
@@ -265,3 +266,39 @@ def test_summary_of_a_run_shows_the_size_measured_from_its_export(trained):
     assert f"deployed (measured from {run / 'export'}): weights" in r.stdout.replace("\n", "")
     size = (run / "export" / "model.safetensors").stat().st_size / 2 ** 20
     assert f"model.safetensors {size:.3f} MB" in r.stdout.replace("\n", "")
+
+
+@pytest.mark.parametrize("name", ["qat_per_channel_resnet20", "ptq_lenet5"])
+def test_int8_qdq_onnx_in_onnxruntime_agrees_with_the_training_time_model(trained, name):
+    """The whitepaper's integer model as onnxruntime runs it: its QuantizeLinear divides by the scale where
+    fake quantization multiplies by 1/scale, so a rounding may differ: accuracy within 0.1 point asked."""
+    import onnx
+
+    root, runs = trained
+    run = runs[name]
+    e = qbench("export", f"run={run}", "format=onnx", cwd=root)
+    assert e.returncode == 0, e.stderr
+    model = onnx.load(str(run / "export-onnx" / "model.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and model.graph.input[0].name == "image"
+    int_weights = [i for i in model.graph.initializer if i.name.endswith(".weight_q")]
+    assert int_weights and all(i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for i in int_weights)
+    r = qbench("evaluate", f"export={run / 'export-onnx'}", cwd=root)
+    assert r.returncode == 0, r.stderr
+    dep = float(r.stdout.split("deployed accuracy")[1].split("%")[0])
+    ref = float(r.stdout.split("training-time model")[1].split("%")[0])
+    images = int(r.stdout.split("same predicted class  ")[1].split("/")[1].split(";")[0])
+    agree = int(r.stdout.split("same predicted class  ")[1].split("/")[0])
+    assert abs(dep - ref) <= max(0.1, 100 / images) and agree >= images - 1, r.stdout  # 0.1 point, or one image
+
+
+def test_binary_onnx_needs_float_weights_and_then_agrees(trained):
+    root, runs = trained
+    run = runs["bnn_vgg_small"]
+    refused = qbench("export", f"run={run}", "format=onnx", cwd=root)
+    assert refused.returncode == 2 and "binary weights have no integer ONNX form; add float_weights=true" in refused.stderr
+    assert not (run / "export-onnx").exists()
+    e = qbench("export", f"run={run}", "format=onnx", "float_weights=true", cwd=root)
+    assert e.returncode == 0, e.stderr
+    r = qbench("evaluate", f"export={run / 'export-onnx'}", cwd=root)
+    assert r.returncode == 0 and "same predicted class  200/200" in r.stdout, r.stdout + r.stderr
