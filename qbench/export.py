@@ -34,7 +34,7 @@ from qbench.deploy.packing import pack_codes
 from qbench.errors import UserError
 
 # methods whose trained model has a static low-bit form this exporter writes (no schedule state to restore)
-EXPORTABLE = ("binaryconnect", "bnn", "bwn", "dorefa", "inq", "ptq", "qat", "twn", "wage", "xnor")
+EXPORTABLE = ("binaryconnect", "binaryrelax", "bnn", "bwn", "dorefa", "inq", "ptq", "qat", "sq_bwn", "sq_twn", "twn", "wage", "xnor")
 WEIGHT_TENSORS = (".weight_codes", ".alpha", ".levels", ".weight", ".scale", ".zero_point")  # a layer's weight
 NO_LOW_BIT_FORM = {"fp": "a full-precision model has no low-bit form (quantize it first: qbench ptq)"}
 
@@ -321,9 +321,24 @@ def rebuild(run: Path):
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     try:
         model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as e:
+        for cb, s in zip(method.callbacks, state.get("callbacks") or []):
+            cb.load_state_dict(s)
+    except (KeyError, RuntimeError, ValueError) as e:
         raise UserError(f"checkpoint of {run} does not match its config ({str(e).splitlines()[0]})") from None
+    # the quantizers a schedule set for the last epoch (SQ's ratio, BinaryRelax's exact projection): replayed
+    # from the schedule's own hook, as the trainer called it when that epoch began
+    host = _Host(model, int(cfg.trainer.epochs))
+    with torch.no_grad():
+        for cb in method.callbacks:
+            cb.on_epoch_start(host, int(summary.get("epochs_completed", cfg.trainer.epochs)) - 1)
     return cfg, summary, model.eval()
+
+
+class _Host:
+    """What a method's callbacks read of the trainer when an epoch starts: the model and the epoch count."""
+
+    def __init__(self, model, epochs: int):
+        self.model, self.epochs, self.data = model, epochs, None
 
 
 FORMATS = ("qbench", "onnx")

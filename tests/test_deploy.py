@@ -117,6 +117,9 @@ RUNS = {  # name: (overrides, exact logits?)
     "dorefa_w2a2_resnet20": (["method=dorefa", "method.w_bits=2", "method.a_bits=2", "model=resnet20", *CIFAR], True),
     "wage_lenet5": (["method=wage", "model=lenet5", *MNIST], True),
     "inq_lenet5": (["method=inq", "model=lenet5", "trainer.epochs=5", *MNIST], True),
+    # schedules: the export replays the last epoch's start (SQ at ratio 1.0, BinaryRelax's exact projection)
+    "sq_twn_lenet5": (["method=sq_twn", "model=lenet5", "trainer.epochs=4", *MNIST], True),
+    "binaryrelax_lenet5": (["method=binaryrelax", "model=lenet5", "trainer.epochs=3", *MNIST], True),
     "qat_per_channel_resnet20": (["method=qat", "method.per_channel=true", "model=resnet20", *CIFAR], True),
     "ptq_lenet5": (["method=fp", "model=lenet5", *MNIST], True),  # then qbench ptq of that run
 }
