@@ -305,3 +305,12 @@ def test_binary_onnx_needs_float_weights_and_then_agrees(trained):
     assert e.returncode == 0, e.stderr
     r = qbench("evaluate", f"export={run / 'export-onnx'}", cwd=root)
     assert r.returncode == 0 and "same predicted class  200/200" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 2), (3, 1)])
+def test_the_compiled_max_pool_is_pytorchs_including_nan(k, s):
+    x = torch.randn(3, 5, 9, 10, generator=torch.Generator().manual_seed(k))
+    x[0, 1, 2, 3] = float("nan")
+    ref = F.max_pool2d(x, k, s)
+    out = kernel.max_pool2d(x, (k, k), (s, s))
+    assert torch.equal(out.nan_to_num(123.0), ref.nan_to_num(123.0)) and out.isnan().sum() == ref.isnan().sum() > 0
