@@ -135,9 +135,10 @@ def affine_weight_codec(q, w: torch.Tensor, wq: torch.Tensor, where: str) -> tup
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, name: str) -> bool:
+        from qbench.nn.bn_fold import FoldedConvBN
         from qbench.nn.layers import _QuantizedMixin
 
-        return isinstance(m, _QuantizedMixin) or super().is_leaf_module(m, name)
+        return isinstance(m, (_QuantizedMixin, FoldedConvBN)) or super().is_leaf_module(m, name)
 
 
 def _pair(v) -> list[int]:
@@ -146,6 +147,7 @@ def _pair(v) -> list[int]:
 
 def build_graph(model: nn.Module) -> tuple[list[dict], dict[str, torch.Tensor], list[dict]]:
     """(graph nodes, tensors, per-layer rows) of an eval-mode model."""
+    from qbench.nn.bn_fold import FoldedConvBN
     from qbench.nn.layers import _QuantizedMixin
 
     try:
@@ -174,6 +176,8 @@ def build_graph(model: nn.Module) -> tuple[list[dict], dict[str, torch.Tensor], 
             node["module"] = n.target
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 layers.append(_layer(node, m, n.target, tensors, isinstance(m, _QuantizedMixin)))
+            elif isinstance(m, FoldedConvBN):  # QAT's folded conv + batch norm: one conv, as deployed
+                layers.append(_folded_layer(node, m, n.target, tensors))
             elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 if m.running_mean is None:
                     raise UserError(f"layer {n.target}: batch norm without running statistics has no deploy form")
@@ -271,6 +275,26 @@ def _layer(node: dict, m, path: str, tensors: dict, quantized: bool) -> dict:
             "alpha": f"{node['name']}.alpha" in tensors}
 
 
+def _folded_layer(node: dict, m, path: str, tensors: dict) -> dict:
+    """Whitepaper section 3.2 at inference: y = conv(x, Q(W gamma / sigma)) + (beta - gamma mu / sigma), the
+    folded bias added after the convolution as FoldedConvBN adds it."""
+    conv, bn = m.conv, m.bn
+    with torch.no_grad():
+        sigma = torch.sqrt(bn.running_var + bn.eps)
+        w_fold = conv.weight * (bn.weight / sigma).view(-1, 1, 1, 1)
+        bias = bn.bias - bn.weight * bn.running_mean / sigma
+        saved = conv.weight.data
+        conv.weight.data = w_fold  # the folded weight goes through the layer's own quantizer
+        try:
+            row = _layer(node, conv, path, tensors, True)
+        finally:
+            conv.weight.data = saved
+    tensors[f"{node['name']}.bias"] = bias.detach().float().contiguous()
+    node["bias_after"] = True  # conv without bias, then + bias: the order FoldedConvBN computes in
+    row["folded_batch_norm"] = True
+    return row
+
+
 # --- a run's model -----------------------------------------------------------------------------------------
 
 def finished_run(run: Path) -> tuple:
@@ -291,9 +315,6 @@ def check_exportable(cfg) -> None:
     if name == "binaryconnect" and cfg.method.get("mode") == "stoch":
         raise UserError("method 'binaryconnect' with method.mode=stoch tests with its real-valued weights (section "
                         "2.6), so it has no low-bit form; det has one")
-    if name == "qat" and cfg.method.get("fold_bn"):
-        raise UserError("method 'qat' with method.fold_bn=true has no deploy export yet (its folded conv is a "
-                        "module of its own); fold_bn=false exports")
     if name not in EXPORTABLE:
         raise UserError(f"method {name!r} has no deploy export yet; exportable methods: {', '.join(EXPORTABLE)}")
     ds = cfg.dataset

@@ -121,6 +121,8 @@ RUNS = {  # name: (overrides, exact logits?)
     "sq_twn_lenet5": (["method=sq_twn", "model=lenet5", "trainer.epochs=4", *MNIST], True),
     "binaryrelax_lenet5": (["method=binaryrelax", "model=lenet5", "trainer.epochs=3", *MNIST], True),
     "qat_per_channel_resnet20": (["method=qat", "method.per_channel=true", "model=resnet20", *CIFAR], True),
+    "qat_fold_bn_resnet20": (["method=qat", "method.fold_bn=true", "method.per_channel=true", "model=resnet20",
+                              *CIFAR], True),
     "ptq_lenet5": (["method=fp", "model=lenet5", *MNIST], True),  # then qbench ptq of that run
 }
 
@@ -271,7 +273,7 @@ def test_summary_of_a_run_shows_the_size_measured_from_its_export(trained):
     assert f"model.safetensors {size:.3f} MB" in r.stdout.replace("\n", "")
 
 
-@pytest.mark.parametrize("name", ["qat_per_channel_resnet20", "ptq_lenet5"])
+@pytest.mark.parametrize("name", ["qat_per_channel_resnet20", "qat_fold_bn_resnet20", "ptq_lenet5"])
 def test_int8_qdq_onnx_in_onnxruntime_agrees_with_the_training_time_model(trained, name):
     """The whitepaper's integer model as onnxruntime runs it: its QuantizeLinear divides by the scale where
     fake quantization multiplies by 1/scale, so a rounding may differ: accuracy within 0.1 point asked."""
@@ -314,3 +316,24 @@ def test_the_compiled_max_pool_is_pytorchs_including_nan(k, s):
     ref = F.max_pool2d(x, k, s)
     out = kernel.max_pool2d(x, (k, k), (s, s))
     assert torch.equal(out.nan_to_num(123.0), ref.nan_to_num(123.0)) and out.isnan().sum() == ref.isnan().sum() > 0
+
+
+def test_onnxruntime_runs_folded_qat_convolutions_in_integers(trained, tmp_path):
+    """With batch norm folded (whitepaper section 3.2) a convolution's output reaches the next QuantizeLinear,
+    and onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear into QLinearConv (integer arithmetic)."""
+    import collections
+
+    import onnx
+    import onnxruntime
+
+    root, runs = trained
+    run = runs["qat_fold_bn_resnet20"]
+    if not (run / "export-onnx").is_dir():
+        assert qbench("export", f"run={run}", "format=onnx", cwd=root).returncode == 0
+    manifest = json.loads((run / "export-onnx" / "manifest.json").read_text())
+    assert sum(r.get("folded_batch_norm", False) for r in manifest["layers"]) == 19  # every conv of resnet20
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnxruntime.InferenceSession(str(run / "export-onnx" / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    assert ops["QLinearConv"] >= 9 and "BatchNormalization" not in ops, ops

@@ -294,10 +294,14 @@ class DeployedModel:
         else:
             xq = _quantize_input(x, node["input_quantizer"], self.t, name)
             w = self.weights[name]
+            after = node.get("bias_after")  # QAT's folded batch norm: added after the product, as trained
+            b = None if after else bias
             if node["op"] == "conv2d":
-                y = F.conv2d(xq, w, bias, node["stride"], node["padding"], node["dilation"], node["groups"])
+                y = F.conv2d(xq, w, b, node["stride"], node["padding"], node["dilation"], node["groups"])
             else:
-                y = F.linear(xq, w, bias)
+                y = F.linear(xq, w, b)
+            if after and bias is not None:
+                y = y + bias.view(1, -1, 1, 1)
         return y if scale is None else y * scale
 
     def _eval(self, node: dict, op: str, args: list):
