@@ -273,10 +273,12 @@ def test_summary_of_a_run_shows_the_size_measured_from_its_export(trained):
     assert f"model.safetensors {size:.3f} MB" in r.stdout.replace("\n", "")
 
 
-@pytest.mark.parametrize("name", ["qat_per_channel_resnet20", "qat_fold_bn_resnet20", "ptq_lenet5"])
+@pytest.mark.parametrize("name", ["qat_per_channel_resnet20", "qat_fold_bn_resnet20", "ptq_lenet5",
+                                  "dorefa_w2a2_resnet20", "wage_lenet5"])
 def test_int8_qdq_onnx_in_onnxruntime_agrees_with_the_training_time_model(trained, name):
     """The whitepaper's integer model as onnxruntime runs it: its QuantizeLinear divides by the scale where
-    fake quantization multiplies by 1/scale, so a rounding may differ: accuracy within 0.1 point asked."""
+    fake quantization multiplies by 1/scale, so a rounding may differ: accuracy within 0.1 point asked. DoReFa's
+    and WAGE's grids are uniform of at most 8 bits, so they take the same integer form."""
     import onnx
 
     root, runs = trained
@@ -301,7 +303,9 @@ def test_binary_onnx_needs_float_weights_and_then_agrees(trained):
     root, runs = trained
     run = runs["bnn_vgg_small"]
     refused = qbench("export", f"run={run}", "format=onnx", cwd=root)
-    assert refused.returncode == 2 and "binary weights have no integer ONNX form; add float_weights=true" in refused.stderr
+    assert refused.returncode == 2 and "its sign input has no integer ONNX form" in refused.stderr
+    inq = qbench("export", f"run={runs['inq_lenet5']}", "format=onnx", cwd=root)  # 2^-7 .. 2^0: not int8 steps
+    assert inq.returncode == 2 and "its levels weights are not int8 steps of one scale; add float_weights" in inq.stderr
     assert not (run / "export-onnx").exists()
     e = qbench("export", f"run={run}", "format=onnx", "float_weights=true", cwd=root)
     assert e.returncode == 0, e.stderr

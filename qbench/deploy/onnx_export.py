@@ -65,6 +65,47 @@ def _affine_weight(b: _Builder, spec: dict, t: dict, name: str) -> str:
     return b.op("DequantizeLinear", [q, sc, zp], **({"axis": 0} if per_channel else {}))
 
 
+def _uniform_weight(b: _Builder, spec: dict, t: dict, name: str) -> str | None:
+    """A binary, ternary or k-bit weight whose values are integers times one step (per layer, or per output row
+    for alpha): int8 codes and DequantizeLinear. code * step equals each value to within 1e-6 of the layer's
+    largest (DoReFa's 2 i / n - 1 is a few units in the last place off i' / n in float32). None if not (INQ's
+    powers of two span more than int8, say)."""
+    w = decode_weight(spec, t, name)
+    rows = w.reshape(w.shape[0], -1)
+    if spec["codec"] in ("binary", "ternary"):  # +-alpha[o] (and 0): step alpha per output row
+        step = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
+    else:
+        nonzero = rows.abs()[rows != 0]
+        if not len(nonzero):
+            return None
+        step = nonzero.min().reshape(1)
+    q = torch.round(rows / step.view(-1, 1))
+    if q.abs().max() > 127 or (q * step.view(-1, 1) - rows).abs().max() > 1e-6 * rows.abs().max():
+        return None
+    per_row = len(step) > 1
+    codes = b.const(f"{name}.weight_q", q.reshape(w.shape), np.int8)
+    sc = b.const(f"{name}.weight_scale", step if per_row else step.reshape(()))
+    zp = b.const(f"{name}.weight_zero_point", np.zeros(len(step) if per_row else ()), np.int8)
+    return b.op("DequantizeLinear", [codes, sc, zp], **({"axis": 0} if per_row else {}))
+
+
+def _uniform_input(b: _Builder, x: str, spec: dict, name: str) -> str | None:
+    """DoReFa's and WAGE's activation grids as QuantizeLinear / Clip / DequantizeLinear (None for sign)."""
+    kind = spec["kind"]
+    if kind == "dorefa":  # round(clip(x, 0, 1) n) / n: uint8, scale 1/n, codes 0..n
+        n = 2 ** spec["bits"] - 1
+        s, z, lo, hi, dtype = 1.0 / n, 0, 0, n, np.uint8
+    elif kind == "wage":  # clip(round(x / s) s, -1 + s, 1 - s), s = 2^(1-k): int8 codes -(2^(k-1) - 1) .. 2^(k-1) - 1
+        s, z, hi, dtype = 2.0 ** (1 - spec["bits"]), 0, 2 ** (spec["bits"] - 1) - 1, np.int8
+        lo = -hi
+    else:
+        return None
+    sc, zp = b.const(f"{name}.input_scale", s), b.const(f"{name}.input_zero_point", z, dtype)
+    q = b.op("QuantizeLinear", [x, sc, zp])
+    q = b.op("Clip", [q, b.const(f"{name}.qlo", lo, dtype), b.const(f"{name}.qhi", hi, dtype)])
+    return b.op("DequantizeLinear", [q, sc, zp])
+
+
 def _sign(b: _Builder, x: str, name: str) -> str:
     one, minus = b.const(f"{name}.one", 1.0), b.const(f"{name}.minus_one", -1.0)
     return b.op("Where", [b.op("GreaterOrEqual", [x, b.const(f"{name}.zero", 0.0)]), one, minus])
@@ -107,22 +148,26 @@ def to_onnx(manifest: dict, t: dict[str, torch.Tensor], float_weights: bool = Fa
             spec, iq = node["weight"], node["input_quantizer"]
             if node.get("input_scale"):
                 raise DeployError(f"layer {name}: XNOR-Net's input scale K has no ONNX form yet")
-            if spec["codec"] == "affine" and integer:
-                wt = _affine_weight(b, spec, t, name)
-            elif spec["codec"] in ("float", "affine") or float_weights:
-                wt = b.const(f"{name}.weight", decode_weight(spec, t, name))
-            else:
-                raise DeployError(f"layer {name}: {spec['codec']} weights have no integer ONNX form; add "
-                                  "float_weights=true for a float ONNX model of the same values")
             if iq["kind"] == "affine" and integer:
                 x = _affine_input(b, ins[0], iq, t, name)
             elif iq["kind"] == "none":
                 x = ins[0]
-            elif float_weights:
-                x = _float_input(b, ins[0], iq, name)
+            elif integer:
+                x = _uniform_input(b, ins[0], iq, name)
+                if x is None:
+                    raise DeployError(f"layer {name}: its {iq['kind']} input has no integer ONNX form (a uniform "
+                                      "grid of at most 8 bits has); add float_weights=true for a float ONNX model")
             else:
-                raise DeployError(f"layer {name}: input quantizer {iq['kind']} has no integer ONNX form; add "
-                                  "float_weights=true")
+                x = _float_input(b, ins[0], iq, name)
+            if spec["codec"] == "affine" and integer:
+                wt = _affine_weight(b, spec, t, name)
+            elif spec["codec"] == "float" or float_weights:
+                wt = b.const(f"{name}.weight", decode_weight(spec, t, name))
+            else:
+                wt = _uniform_weight(b, spec, t, name)
+                if wt is None:
+                    raise DeployError(f"layer {name}: its {spec['codec']} weights are not int8 steps of one scale; "
+                                      "add float_weights=true for a float ONNX model of the same values")
             args = [x, wt] + ([b.const(f"{name}.bias", t[f"{name}.bias"])] if f"{name}.bias" in t else [])
             if op == "conv2d":
                 p = node["padding"]
