@@ -24,7 +24,7 @@ commands:
                             continue an interrupted run from its last checkpoint
   ptq run=<run dir> [method.w_bits=8 method.a_bits=8 method.per_channel=true method.calib_batches=100]
                             post-training quantization of a finished full-precision run
-  export run=<run dir> [format=qbench|onnx] [float_weights=true] [out=<dir>]
+  export run=<run dir> [format=qbench|onnx] [float_weights=true] [image=uint8|float] [out=<dir>]
                             the trained model in real low-bit form (bit-packed weights + manifest)
                             in <run dir>/export, for qbench.deploy; format=onnx: int8 QDQ ONNX (QAT,
                             PTQ) in <run dir>/export-onnx, or with float_weights=true a float ONNX
@@ -263,14 +263,14 @@ def ptq_command(args: list[str]) -> int:
 def export_command(args: list[str]) -> int:
     from qbench.export import export_run
 
-    kv = _kv(args, ("run", "format", "out", "float_weights"), "export")
+    kv = _kv(args, ("run", "format", "out", "float_weights", "image"), "export")
     if "run" not in kv:
         raise UserError("qbench export needs run=<run dir> (a finished training run)")
     fw = (kv.get("float_weights") or ["false"])[0]
     if fw not in ("true", "false"):
         raise UserError(f"float_weights={fw!r} is invalid; valid: true, false")
     out = export_run(Path(kv["run"][0]), (kv.get("format") or ["qbench"])[0],
-                     Path(kv["out"][0]) if "out" in kv else None, fw == "true")
+                     Path(kv["out"][0]) if "out" in kv else None, fw == "true", (kv.get("image") or ["uint8"])[0])
     manifest = json.loads((out / "manifest.json").read_text())
     size = manifest["weight_bytes"]
     print(f"{manifest['method']} {manifest['model']}: {len(manifest['layers'])} layers, weights "

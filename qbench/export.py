@@ -365,7 +365,8 @@ class _Host:
 FORMATS = ("qbench", "onnx")
 
 
-def export_run(run: Path, fmt: str = "qbench", out: Path | None = None, float_weights: bool = False) -> Path:
+def export_run(run: Path, fmt: str = "qbench", out: Path | None = None, float_weights: bool = False,
+               image: str = "uint8") -> Path:
     """Write ``<run>/export`` (or ``out``): ``model.safetensors`` and ``manifest.json``; with ``fmt="onnx"``
     ``<run>/export-onnx``: ``model.onnx`` and ``manifest.json``. All or nothing."""
     from qbench.deploy.engine import _safetensors
@@ -376,6 +377,10 @@ def export_run(run: Path, fmt: str = "qbench", out: Path | None = None, float_we
         raise UserError(f"format={fmt!r} is invalid; valid: {', '.join(FORMATS)}")
     if float_weights and fmt != "onnx":
         raise UserError("float_weights=true is for format=onnx (a float ONNX model of the low-bit values)")
+    if image not in ("uint8", "float"):
+        raise UserError(f"image={image!r} is invalid; valid: uint8 (0..255), float ([0, 1])")
+    if image != "uint8" and fmt != "onnx":
+        raise UserError("image=float is for format=onnx (qbench.deploy takes either)")
     run = run.resolve()
     out = (out or run / ("export" if fmt == "qbench" else "export-onnx")).resolve()
     if out.exists():
@@ -399,7 +404,7 @@ def export_run(run: Path, fmt: str = "qbench", out: Path | None = None, float_we
                                     int(cfg.dataset.image_size)], "mean": list(cfg.dataset.mean),
                           "std": list(cfg.dataset.std)}}
         try:
-            onnx_model = to_onnx(head, tensors, float_weights)
+            onnx_model = to_onnx(head, tensors, float_weights, image)
         except DeployError as e:
             raise UserError(f"format=onnx: {e}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -424,7 +429,8 @@ def export_run(run: Path, fmt: str = "qbench", out: Path | None = None, float_we
             "qbench_version": qbench.__version__, "final_val_acc": summary.get("final_val_acc"),
             "tensors": {"file": tensor_file, "sha256": sha256_of(tmp / tensor_file)},
             "onnx": None if onnx_model is None else {
-                "opset": onnx_model.opset_import[0].version, "input": "image: uint8 0..255, N x C x H x W",
+                "opset": onnx_model.opset_import[0].version,
+                "input": f"image: {'float in [0, 1]' if image == 'float' else 'uint8 0..255'}, N x C x H x W",
                 "output": "logits", "kind": "float weights: the low-bit weights' values, activation quantizers as "
                                             "elementwise ops (a float model, for portability)" if float_weights else
                 "int8 QDQ: QuantizeLinear / DequantizeLinear around each quantized layer; batch norm as "
@@ -479,8 +485,11 @@ class OnnxModel:
         return (x - self.mean) / self.std
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype != torch.uint8:
-            raise UserError("an ONNX export takes uint8 images (0..255)")
+        wants_float = self.session.get_inputs()[0].type == "tensor(float)"
+        if wants_float and images.dtype == torch.uint8:
+            images = images.float().div_(255)  # as the data pipeline scales its uint8 images
+        elif not wants_float and images.dtype != torch.uint8:
+            raise UserError("this ONNX export takes uint8 images (0..255); export with image=float for [0, 1]")
         return torch.from_numpy(self.session.run(["logits"], {"image": images.contiguous().numpy()})[0])
 
     def describe(self) -> list[dict]:

@@ -205,6 +205,7 @@ def test_export_and_evaluate_refusals_are_one_line_and_write_nothing(trained, tm
         (["export", f"run={run}"], "export exists; qbench never overwrites an export"),
         (["export", f"run={run}", "format=tflite"], "format='tflite' is invalid; valid: qbench, onnx"),
         (["export", f"run={run}", "format=onnx", "float_weights=maybe"], "float_weights='maybe' is invalid"),
+        (["export", f"run={run}", "format=onnx", "image=rgb"], "image='rgb' is invalid; valid: uint8 (0..255), float"),
         (["export"], "qbench export needs run=<run dir>"),
         (["evaluate", f"export={tampered}"], "does not match its manifest: sha256"),
         (["evaluate", f"export={tmp_path}"], "is not a qbench export (no manifest.json)"),
@@ -307,10 +308,11 @@ def test_binary_onnx_needs_float_weights_and_then_agrees(trained):
     inq = qbench("export", f"run={runs['inq_lenet5']}", "format=onnx", cwd=root)  # 2^-7 .. 2^0: not int8 steps
     assert inq.returncode == 2 and "its levels weights are not int8 steps of one scale; add float_weights" in inq.stderr
     assert not (run / "export-onnx").exists()
-    e = qbench("export", f"run={run}", "format=onnx", "float_weights=true", cwd=root)
+    e = qbench("export", f"run={run}", "format=onnx", "float_weights=true", "image=float", cwd=root)
     assert e.returncode == 0, e.stderr
-    r = qbench("evaluate", f"export={run / 'export-onnx'}", cwd=root)
+    r = qbench("evaluate", f"export={run / 'export-onnx'}", cwd=root)  # images scaled to [0, 1] for this input
     assert r.returncode == 0 and "same predicted class  200/200" in r.stdout, r.stdout + r.stderr
+    assert "float in [0, 1]" in json.loads((run / "export-onnx" / "manifest.json").read_text())["onnx"]["input"]
 
 
 @pytest.mark.parametrize("k,s", [(2, 2), (3, 2), (3, 1)])

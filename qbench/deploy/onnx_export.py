@@ -126,8 +126,8 @@ def _float_input(b: _Builder, x: str, spec: dict, name: str) -> str:
     raise DeployError(f"layer {name}: input quantizer {kind} has no ONNX form")
 
 
-def to_onnx(manifest: dict, t: dict[str, torch.Tensor], float_weights: bool = False):
-    """The ONNX ModelProto of a deploy graph."""
+def to_onnx(manifest: dict, t: dict[str, torch.Tensor], float_weights: bool = False, image: str = "uint8"):
+    """The ONNX ModelProto of a deploy graph; ``image``: its input, uint8 (0..255) or float ([0, 1])."""
     from onnx import TensorProto, checker, helper
 
     b = _Builder()
@@ -138,7 +138,8 @@ def to_onnx(manifest: dict, t: dict[str, torch.Tensor], float_weights: bool = Fa
         op, name = node["op"], node["name"]
         ins = [env[i] for i in node.get("inputs", [])]
         if op == "input":
-            x = b.op("Div", [b.op("Cast", ["image"], to=TensorProto.FLOAT), b.const("pixel_max", 255.0)])
+            x = ("image" if image == "float" else
+                 b.op("Div", [b.op("Cast", ["image"], to=TensorProto.FLOAT), b.const("pixel_max", 255.0)]))
             mean = b.const("mean", np.asarray(manifest["input"]["mean"]).reshape(1, -1, 1, 1))
             std = b.const("std", np.asarray(manifest["input"]["std"]).reshape(1, -1, 1, 1))
             env[name] = b.op("Div", [b.op("Sub", [x, mean]), std])
@@ -233,7 +234,8 @@ def to_onnx(manifest: dict, t: dict[str, torch.Tensor], float_weights: bool = Fa
         else:
             raise DeployError(f"node {name}: op {op} has no ONNX form yet")
     graph = helper.make_graph(b.nodes, f"qbench_{manifest['method']}_{manifest['model']}",
-                              [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", c, h, w])],
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT if image == "float" else
+                                                             TensorProto.UINT8, ["N", c, h, w])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", manifest["num_classes"]])],
                               b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="qbench")
@@ -241,7 +243,8 @@ def to_onnx(manifest: dict, t: dict[str, torch.Tensor], float_weights: bool = Fa
         "int8 QDQ (QuantizeLinear/DequantizeLinear)"
     helper.set_model_props(model, {"qbench.method": manifest["method"], "qbench.model": manifest["model"],
                                    "qbench.source_run": manifest["source_run"], "qbench.kind": kind,
-                                   "qbench.input": "uint8 0..255 NCHW; normalization is inside the graph"})
+                                   "qbench.input": ("float [0, 1]" if image == "float" else "uint8 0..255")
+                                   + " NCHW; normalization is inside the graph"})
     model.ir_version = min(model.ir_version, 10)
     checker.check_model(model)
     return model
