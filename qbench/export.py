@@ -34,7 +34,8 @@ from qbench.deploy.packing import pack_codes
 from qbench.errors import UserError
 
 # methods whose trained model has a static low-bit form this exporter writes (no schedule state to restore)
-EXPORTABLE = ("binaryconnect", "binaryrelax", "bnn", "bwn", "dorefa", "inq", "ptq", "qat", "sq_bwn", "sq_twn", "twn", "wage", "xnor")
+EXPORTABLE = ("binaryconnect", "binaryrelax", "bnn", "bottom_up", "bwn", "dorefa", "inq", "ptq", "qat", "sq_bwn",
+              "sq_twn", "twn", "wage", "xnor")
 WEIGHT_TENSORS = (".weight_codes", ".alpha", ".levels", ".weight", ".scale", ".zero_point")  # a layer's weight
 NO_LOW_BIT_FORM = {"fp": "a full-precision model has no low-bit form (quantize it first: qbench ptq)"}
 
@@ -58,8 +59,8 @@ def input_quantizer_spec(q, where: str, tensors: dict, name: str) -> dict:
 
     if q is None:
         return {"kind": "none"}
-    if isinstance(q, FakeQuant):
-        if type(q) is not FakeQuant or q.per_channel or q.min_val.numel() == 0:
+    if isinstance(q, FakeQuant):  # and its FixedPoint (bottom-to-top): scale 2^-f, zero-point 0
+        if q.per_channel or q.min_val.numel() == 0:
             raise UserError(f"{where}: its input quantizer {q.describe()} has no deploy form yet (a per-tensor "
                             "FakeQuant with an observed range has)")
         if q.bits == 32 or not q.enabled:

@@ -120,6 +120,7 @@ RUNS = {  # name: (overrides, exact logits?)
     # schedules: the export replays the last epoch's start (SQ at ratio 1.0, BinaryRelax's exact projection)
     "sq_twn_lenet5": (["method=sq_twn", "model=lenet5", "trainer.epochs=4", *MNIST], True),
     "binaryrelax_lenet5": (["method=binaryrelax", "model=lenet5", "trainer.epochs=3", *MNIST], True),
+    "bottom_up_lenet5": (["method=bottom_up", "model=lenet5", "trainer.epochs=5", *MNIST], True),  # fixed point
     "qat_per_channel_resnet20": (["method=qat", "method.per_channel=true", "model=resnet20", *CIFAR], True),
     "qat_fold_bn_resnet20": (["method=qat", "method.fold_bn=true", "method.per_channel=true", "model=resnet20",
                               *CIFAR], True),
