@@ -218,6 +218,7 @@ def resume_run(run_dir: Path, overrides: list[str] = ()) -> int:
 
     from qbench.config import check_buildable, check_data, validate
 
+    run_dir = run_dir.resolve()  # recorded and printed as the absolute folder, however it was typed
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a qbench run directory (no config.yaml)")
     summary_path = run_dir / "summary.json"

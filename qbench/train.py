@@ -305,6 +305,8 @@ class Trainer:
                     if self.main:
                         if (epoch + 1) % every == 0 or epoch + 1 == self.epochs:
                             save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self._state(epoch + 1))
+                            # kept current with the checkpoint: a run killed later says how far it got
+                            self._write_summary(self._summary("running"))
                         self.metrics.write(record)
                         log.info(_epoch_line(record, self.epochs))
             summary = self._summary("completed")
@@ -354,8 +356,9 @@ class Trainer:
             "wall_seconds": round(self.wall_before + self._elapsed(), 3), "device": _device_name(self.device),
             "processes": distributed.world_size(),
             "qbench_version": qbench.__version__, "qbench_commit": self.commit, "paper": c.method.get("paper"),
-            "started_at": self._started,
-            "run_dir": str(self.run_dir),
+            # a resumed run keeps its first start (each process's own is in its segment) and its absolute folder
+            "started_at": self.previous.get("started_at") or self._started,
+            "run_dir": str(self.run_dir.resolve()),
             **({"init": self.init} if self.init else {}),
             **(selected_test(self.history) if self.data.test is not None else {}),
             **({"segments": self.earlier_segments + [self._segment(len(self.history))]}

@@ -127,15 +127,20 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, method):
     full_dir = run_dir_of(full)
 
     killed = _kill_after_epoch(args, tmp_path / "b", epoch=2)
-    assert _summary(killed)["status"] == "running"  # killed: no completion claimed
+    before = _summary(killed)
+    assert before["status"] == "running"  # killed: no completion claimed
     epoch_in_ckpt = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     assert epoch_in_ckpt in (2, 3)  # at most the epoch in progress is lost
-    resumed = qbench("train", f"resume={killed}", cwd=tmp_path / "b")
+    assert before["epochs_completed"] == epoch_in_ckpt  # the summary kept up with the checkpoint
+    relative = killed.relative_to(tmp_path / "b")
+    resumed = qbench("train", f"resume={relative}", cwd=tmp_path / "b")  # typed relative, recorded absolute
     assert resumed.returncode == 0, resumed.stderr
     assert run_dir_of(resumed) == killed and _summary(killed)["status"] == "completed"
+    assert _summary(killed)["run_dir"] == str(killed) and _summary(killed)["started_at"] == before["started_at"]
     first, second = _summary(killed)["segments"]  # one per process, so a table names both
     assert (first["from_epoch"], first["to_epoch"], second["from_epoch"], second["to_epoch"]) == (
         0, epoch_in_ckpt, epoch_in_ckpt, 4)
+    assert first["started_at"] == before["started_at"] <= second["started_at"]  # when each part ran
     assert first["device"] == second["device"] == _summary(full_dir)["device"] and "segments" not in _summary(full_dir)
 
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731

@@ -468,3 +468,14 @@ def test_table_command_prints_by_default_and_never_clobbers_a_published_table(tm
     assert ok.returncode == 0, ok.stderr
     assert (published / "table_T2.csv").read_bytes() == before[published / "table_T2.csv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no runs/ or stray files either
+
+
+def test_compare_names_the_runs_it_leaves_out(tmp_path):
+    """A run killed mid-way (summary 'running') once vanished from compare without a word."""
+    _fake_run(tmp_path, "done", "fp", 0, 0.9)
+    _fake_run(tmp_path, "killed", "fp", 1, 0.5, status="running", summary={"epochs": 10, "epochs_completed": 4})
+    _fake_run(tmp_path, "broke", "fp", 2, 0.1, status="failed")
+    out = compare([str(tmp_path)], ["method"])
+    assert "(n=1)" in out.markdown()
+    assert any(n.startswith("not counted: 2 runs that did not complete: ") and "killed (running, 4/10 epochs)" in n
+               and "broke (failed, 5/? epochs)" in n for n in out.notes), out.notes

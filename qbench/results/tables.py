@@ -331,5 +331,19 @@ def compare(run_patterns: list[str], by: list[str]) -> Output:
             cells.append(_fmt(100 * test, 100 * test_std, len(g.values("test_acc_at_best_val")))
                          if test is not None else "-")
         out.add(*values, *cells, epochs, others)
-    out.notes = provenance([r for _, _, g in labelled for r in g.runs])
+    out.notes = provenance([r for _, _, g in labelled for r in g.runs]) + skipped_note(find_runs(run_patterns)[1])
     return out
+
+
+def skipped_note(unfinished: list[Run]) -> list[str]:
+    """A line naming the runs left out because they did not complete (killed, failed, still running)."""
+    if not unfinished:
+        return []
+    def one(r: Run) -> str:
+        s = r.summary
+        at = (f", {s['epochs_completed']}/{s.get('epochs', '?')} epochs" if isinstance(s.get("epochs_completed"), int)
+              else "")
+        return f"{r.dir.name} ({s.get('status', 'no summary')}{at})"
+
+    shown = ", ".join(one(r) for r in unfinished[:3]) + (f" and {len(unfinished) - 3} more" if len(unfinished) > 3 else "")
+    return [f"not counted: {_runs(len(unfinished))} that did not complete: {shown}"]
