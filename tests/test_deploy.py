@@ -344,3 +344,20 @@ def test_onnxruntime_runs_folded_qat_convolutions_in_integers(trained, tmp_path)
     onnxruntime.InferenceSession(str(run / "export-onnx" / "model.onnx"), options, providers=["CPUExecutionProvider"])
     ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
     assert ops["QLinearConv"] >= 9 and "BatchNormalization" not in ops, ops
+
+
+def test_xnor_net_as_a_float_onnx_model_with_its_scale_k(trained):
+    """K (eq. 11) as ReduceMean(|x|) and a box-filter Conv. onnxruntime sums in its own order, and an XNOR net
+    binarizes real batch-norm outputs, so a value near 0 may flip (as PyTorch's own backends do): one image."""
+    import onnx
+
+    root, runs = trained
+    run = runs["xnor_resnet18"]
+    e = qbench("export", f"run={run}", "format=onnx", "float_weights=true", cwd=root)
+    assert e.returncode == 0, e.stderr
+    ops = {n.op_type for n in onnx.load(str(run / "export-onnx" / "model.onnx")).graph.node}
+    assert {"ReduceMean", "Abs", "Where", "Mul"} <= ops
+    r = qbench("evaluate", f"export={run / 'export-onnx'}", cwd=root)
+    assert r.returncode == 0, r.stderr
+    agree = int(r.stdout.split("same predicted class  ")[1].split("/")[0])
+    assert agree >= 199, r.stdout

@@ -106,6 +106,20 @@ def _uniform_input(b: _Builder, x: str, spec: dict, name: str) -> str | None:
     return b.op("DequantizeLinear", [q, sc, zp])
 
 
+def _xnor_scale(b: _Builder, x: str, node: dict) -> str:
+    """XNOR-Net eq. 11 as ONNX ops: K = mean over channels of |x|, filtered by a kh x kw box of 1 / (kh kw) with the
+    layer's stride, padding and dilation (for a linear layer: the mean of |x| over its features)."""
+    name = node["name"]
+    a = b.op("ReduceMean", [b.op("Abs", [x]), b.const(f"{name}.k_axes", [1], np.int64)], keepdims=1)
+    if node["op"] == "linear":
+        return a
+    kh, kw = node["kernel_size"]
+    box = b.const(f"{name}.k_box", np.full((1, 1, kh, kw), 1.0 / (kh * kw)))
+    p = node["padding"]
+    return b.op("Conv", [a, box], kernel_shape=[kh, kw], strides=node["stride"], pads=[p[0], p[1], p[0], p[1]],
+                dilations=node["dilation"])
+
+
 def _sign(b: _Builder, x: str, name: str) -> str:
     one, minus = b.const(f"{name}.one", 1.0), b.const(f"{name}.minus_one", -1.0)
     return b.op("Where", [b.op("GreaterOrEqual", [x, b.const(f"{name}.zero", 0.0)]), one, minus])
@@ -147,8 +161,7 @@ def to_onnx(manifest: dict, t: dict[str, torch.Tensor], float_weights: bool = Fa
             b.op("Identity", [ins[0]], name="logits")
         elif op in ("conv2d", "linear"):
             spec, iq = node["weight"], node["input_quantizer"]
-            if node.get("input_scale"):
-                raise DeployError(f"layer {name}: XNOR-Net's input scale K has no ONNX form yet")
+            scale = _xnor_scale(b, ins[0], node) if node.get("input_scale") == "xnor" else None
             if iq["kind"] == "affine" and integer:
                 x = _affine_input(b, ins[0], iq, t, name)
             elif iq["kind"] == "none":
@@ -170,12 +183,15 @@ def to_onnx(manifest: dict, t: dict[str, torch.Tensor], float_weights: bool = Fa
                     raise DeployError(f"layer {name}: its {spec['codec']} weights are not int8 steps of one scale; "
                                       "add float_weights=true for a float ONNX model of the same values")
             args = [x, wt] + ([b.const(f"{name}.bias", t[f"{name}.bias"])] if f"{name}.bias" in t else [])
+            # QAT's folded bias (bias_after) goes into the Conv too: onnxruntime's QLinearConv adds it in int32
             if op == "conv2d":
                 p = node["padding"]
                 env[name] = b.op("Conv", args, kernel_shape=node["kernel_size"], strides=node["stride"],
                                  pads=[p[0], p[1], p[0], p[1]], dilations=node["dilation"], group=node["groups"])
             else:
                 env[name] = b.op("Gemm", args, transB=1)
+            if scale is not None:
+                env[name] = b.op("Mul", [env[name], scale])
         elif op == "batch_norm":
             n_ch = len(t[f"{name}.running_mean"])
             gamma = t.get(f"{name}.weight", torch.ones(n_ch))
