@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from qbench.errors import UserError
+from qbench.errors import Terminated, UserError
 
 USAGE = """usage: qbench <command> [options]
 
@@ -75,6 +75,16 @@ def command_usage(command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `qbench list | head`: the reader left; say nothing more, as a Unix tool does
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -97,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"qbench: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("qbench: terminated", file=sys.stderr)
+        return 143  # 128 + SIGTERM
     except KeyboardInterrupt:
         print("qbench: interrupted", file=sys.stderr)
         return 130
@@ -131,8 +144,13 @@ def train(args: list[str]) -> int:
         raise UserError("a multirun (-m) cannot run inside torchrun: torchrun trains one run on several "
                         "processes; sweep with a launcher (hydra/launcher=slurm) whose jobs each call torchrun")
     if not any(a in ("--help", "-h", "--hydra-help") for a in args):
-        from qbench.config import check_overrides
+        from qbench.config import _parse, check_overrides
 
+        if not any(a in ("-m", "--multirun") for a in args):  # a, b without -m: Hydra's advice is five lines
+            sweeps = [o.input_line for o in _parse(_overrides(args)) if o.is_sweep_override()]
+            if sweeps:
+                raise UserError(f"{sweeps[0]} gives several values, which only a multirun takes; did you mean "
+                                f"`qbench train -m {' '.join(args)}`?")
         check_overrides(_overrides(args))
     _launch_hydra(args)
     return 0

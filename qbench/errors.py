@@ -7,3 +7,7 @@ class UserError(Exception):
 
 def choices(values) -> str:
     return ", ".join(str(v) for v in sorted(values))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (SLURM, `kill`): ends a run as 'interrupted' like Ctrl-C, and the process with 128 + 15 = 143."""

@@ -425,7 +425,9 @@ def _epoch_line(r: dict, epochs: int) -> str:
 def _sigterm_as_interrupt():
     """SLURM and `kill` send SIGTERM: end the run as 'interrupted' (last checkpoint kept) like Ctrl-C."""
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        from qbench.errors import Terminated
+
+        raise Terminated
     try:
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. a launcher's worker thread)

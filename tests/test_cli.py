@@ -377,3 +377,34 @@ def test_commit_is_none_when_the_package_is_not_tracked_by_the_repository_around
     git("commit", "-qm", "now tracked")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     assert qbench.train._git_commit() == head
+
+
+def test_exit_codes_of_signals_and_of_a_closed_pipe(tmp_path):
+    """SIGTERM (SLURM, kill) ends a run as 'interrupted' with 143, not SIGINT's 130; a reader that leaves
+    (`qbench --help | head`) gets no traceback."""
+    env = {**os.environ, "QBENCH_DATA": str(DATA)}
+    proc = subprocess.Popen([sys.executable, "-m", "qbench", "train", "method=fp", *TINY_MNIST, "data.subset=3000",
+                             "trainer.epochs=50"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((tmp_path / "runs").glob("*/*/metrics.jsonl")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "qbench: terminated" in err, err[-2000:]
+    run = next((tmp_path / "runs").glob("*/*/summary.json")).parent
+    assert _summary(run)["status"] == "interrupted"
+
+    closed = subprocess.Popen([sys.executable, "-m", "qbench", "--help"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env)
+    closed.stdout.close()  # the reader is gone before qbench writes
+    err = closed.stderr.read().decode()
+    closed.wait(timeout=60)
+    assert closed.returncode == 141 and "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_several_values_without_multirun_say_to_add_m(tmp_path):
+    r = qbench("train", "method=bnn,xnor", "model=mlp", "dataset=mnist", cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "did you mean `qbench train -m method=bnn,xnor model=mlp dataset=mnist`?" in r.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "multirun").exists()
