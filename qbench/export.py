@@ -302,7 +302,10 @@ def finished_run(run: Path) -> tuple:
     """(config, summary) of a finished run with a checkpoint; a UserError otherwise."""
     if not (run / "config.yaml").is_file():
         raise UserError(f"{run} is not a qbench run directory (no config.yaml)")
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    try:
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    except json.JSONDecodeError:
+        summary = {}  # unreadable: not a finished run
     status = summary.get("status")
     if status != "completed" or not (run / "checkpoints" / "last.pt").is_file():
         raise UserError(f"export needs a finished run with a checkpoint; {run} has status {status or 'unknown'}")
@@ -388,6 +391,11 @@ def export_run(run: Path, fmt: str = "qbench", out: Path | None = None, float_we
         raise UserError(f"{out} exists; qbench never overwrites an export (remove it, or give out=<new folder>)")
     cfg, summary, model = rebuild(run)
     nodes, tensors, layers = build_graph(model)
+    ds = cfg.dataset
+    input_spec = {"shape": [int(ds.in_channels), int(ds.image_size), int(ds.image_size)],
+                  "layout": "NCHW", "range": "uint8 0..255, or float in [0, 1]",
+                  "mean": list(ds.mean), "std": list(ds.std),
+                  "normalize": "x = (image / 255 - mean) / std, per channel, in float32"}
     if not any(r["codec"] != "float" for r in layers):
         raise UserError(f"{run} has no layer with low-bit weights to export")
     onnx_model = None
@@ -400,10 +408,7 @@ def export_run(run: Path, fmt: str = "qbench", out: Path | None = None, float_we
         except ImportError:
             raise UserError("format=onnx needs onnx: pip install 'qbench[deploy]'") from None
         head = {"method": cfg.method.name, "model": cfg.model.name, "num_classes": int(cfg.dataset.num_classes),
-                "source_run": str(run), "graph": nodes,
-                "input": {"shape": [int(cfg.dataset.in_channels), int(cfg.dataset.image_size),
-                                    int(cfg.dataset.image_size)], "mean": list(cfg.dataset.mean),
-                          "std": list(cfg.dataset.std)}}
+                "source_run": str(run), "graph": nodes, "input": input_spec}
         try:
             onnx_model = to_onnx(head, tensors, float_weights, image)
         except DeployError as e:
@@ -416,15 +421,11 @@ def export_run(run: Path, fmt: str = "qbench", out: Path | None = None, float_we
         else:
             save_file(tensors, str(tmp / "model.safetensors"))
         tensor_file = "model.onnx" if onnx_model is not None else "model.safetensors"
-        ds = cfg.dataset
         float_bytes = sum(4 * math.prod(r["shape"]) for r in layers)
         manifest = {
             "format": FORMAT if fmt == "qbench" else "qbench-onnx", "format_version": FORMAT_VERSION,
             "method": cfg.method.name, "model": cfg.model.name, "dataset": ds.name,
-            "input": {"shape": [int(ds.in_channels), int(ds.image_size), int(ds.image_size)],
-                      "layout": "NCHW", "range": "uint8 0..255, or float in [0, 1]",
-                      "mean": list(ds.mean), "std": list(ds.std),
-                      "normalize": "x = (image / 255 - mean) / std, per channel, in float32"},
+            "input": input_spec,
             "num_classes": int(ds.num_classes),
             "source_run": str(run), "qbench_commit": summary.get("qbench_commit"),
             "qbench_version": qbench.__version__, "final_val_acc": summary.get("final_val_acc"),
@@ -434,8 +435,10 @@ def export_run(run: Path, fmt: str = "qbench", out: Path | None = None, float_we
                 "input": f"image: {'float in [0, 1]' if image == 'float' else 'uint8 0..255'}, N x C x H x W",
                 "output": "logits", "kind": "float weights: the low-bit weights' values, activation quantizers as "
                                             "elementwise ops (a float model, for portability)" if float_weights else
-                "int8 QDQ: QuantizeLinear / DequantizeLinear around each quantized layer; batch norm as "
-                "BatchNormalization after the convolution, as the run trained it"},
+                "int8 QDQ: QuantizeLinear / DequantizeLinear around each quantized layer; batch norm "
+                + ("folded into the convolutions, as the run trained it (whitepaper section 3.2)"
+                   if any(r.get("folded_batch_norm") for r in layers) else
+                   "as BatchNormalization after the convolution, as the run trained it")},
             "packing": {"axis": "each output row (weight[o].flatten(): input channel, kernel row, kernel column)",
                         "bit_order": "little-endian bit stream: element i in bits k*i..k*i+k-1, bit j = bit j % 8 "
                                      "of byte j // 8; each row starts on a byte; pad bits 0",
@@ -463,12 +466,9 @@ class OnnxModel:
     packed: dict = {}
 
     def __init__(self, export_dir: Path):
-        from qbench.deploy.engine import DeployError, sha256_of
+        from qbench.deploy.engine import read_manifest
 
-        self.manifest = json.loads((export_dir / "manifest.json").read_text())
-        path = export_dir / self.manifest["tensors"]["file"]
-        if not path.is_file() or sha256_of(path) != self.manifest["tensors"]["sha256"]:
-            raise DeployError(f"{path} is missing or does not match its manifest's sha256; re-export the run")
+        self.manifest, path = read_manifest(export_dir, ("qbench-onnx",))
         try:
             import onnxruntime
         except ImportError:
@@ -476,14 +476,6 @@ class OnnxModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.mean = torch.tensor(self.manifest["input"]["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(self.manifest["input"]["std"], dtype=torch.float32).view(1, -1, 1, 1)
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float()
-        if images.dtype == torch.uint8:
-            x = x.div_(255)
-        return (x - self.mean) / self.std
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         wants_float = self.session.get_inputs()[0].type == "tensor(float)"
@@ -507,8 +499,9 @@ def evaluate_export(export_dir: Path, backend: str = "auto", limit: int | None =
     from qbench.data import build_data
     from qbench.deploy import kernel, load
 
-    manifest_path = Path(export_dir) / "manifest.json"
-    if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("format") == "qbench-onnx":
+    from qbench.deploy.engine import read_manifest
+
+    if read_manifest(Path(export_dir))[0]["format"] == "qbench-onnx":
         deployed = OnnxModel(Path(export_dir))
     else:
         deployed = load(export_dir, backend)

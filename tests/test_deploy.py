@@ -199,7 +199,11 @@ def test_export_and_evaluate_refusals_are_one_line_and_write_nothing(trained, tm
     data = bytearray((tampered / "model.safetensors").read_bytes())
     data[-1] ^= 1
     (tampered / "model.safetensors").write_bytes(bytes(data))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{oops")
     cases = [
+        (["evaluate", f"export={broken}"], "manifest.json is not a qbench manifest (JSONDecodeError"),
         (["export", f"run={run_dir_of(fp)}"], "method 'fp': a full-precision model has no low-bit form"),
         (["export", f"run={run_dir_of(stoch)}"], "method.mode=stoch tests with its real-valued weights"),
         (["export", f"run={unfinished}"], "export needs a finished run with a checkpoint; "),

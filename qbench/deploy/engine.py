@@ -44,24 +44,32 @@ def load(export_dir, backend: str = "auto") -> "DeployedModel":
     load_file = _safetensors().load_file
 
     export_dir = Path(export_dir)
-    manifest_path = export_dir / "manifest.json"
+    manifest, tensors_path = read_manifest(export_dir, (FORMAT,))
+    return DeployedModel(manifest, load_file(str(tensors_path)), backend)
+
+
+def read_manifest(export_dir: Path, formats: tuple[str, ...] = (FORMAT, "qbench-onnx")) -> tuple[dict, Path]:
+    """An export's manifest and its tensor file, checked: valid JSON, a known format, the file's SHA-256."""
+    manifest_path = Path(export_dir) / "manifest.json"
     if not manifest_path.is_file():
         raise DeployError(f"{export_dir} is not a qbench export (no manifest.json)")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DeployError(f"{manifest_path} is not valid JSON ({e})") from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise DeployError(f"{manifest_path} is format {manifest.get('format')!r} version "
-                          f"{manifest.get('format_version')!r}; this engine reads {FORMAT!r} version {FORMAT_VERSION}")
-    tensors_path = export_dir / manifest["tensors"]["file"]
+        fmt, version, tensors = manifest.get("format"), manifest.get("format_version"), manifest["tensors"]
+        file, expected = tensors["file"], tensors["sha256"]
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
+        raise DeployError(f"{manifest_path} is not a qbench manifest ({type(e).__name__}: {e})") from None
+    if fmt not in formats or version != FORMAT_VERSION:
+        raise DeployError(f"{manifest_path} is format {fmt!r} version {version!r}; valid here: "
+                          f"{', '.join(formats)} version {FORMAT_VERSION}")
+    tensors_path = Path(export_dir) / file
     if not tensors_path.is_file():
         raise DeployError(f"{tensors_path} is missing (the manifest names it)")
     digest = sha256_of(tensors_path)
-    if digest != manifest["tensors"]["sha256"]:
+    if digest != expected:
         raise DeployError(f"{tensors_path} does not match its manifest: sha256 {digest[:16]}... where the manifest "
-                          f"says {manifest['tensors']['sha256'][:16]}...; re-export the run")
-    return DeployedModel(manifest, load_file(str(tensors_path)), backend)
+                          f"says {str(expected)[:16]}...; re-export the run")
+    return manifest, tensors_path
 
 
 def decode_weight(spec: dict, t: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
@@ -252,6 +260,7 @@ class DeployedModel:
         return f["by_shape"][key]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """As the data pipeline did in training: uint8 / 255 (float images are taken as [0, 1]), then mean, std."""
         x = images.float()
         if images.dtype == torch.uint8:
             x = x.div_(255)
