@@ -286,13 +286,14 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="qbench bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="qbench bench", description=" ".join(__doc__.split("\n\n")[0].split()),
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--methods", default="fp,bnn", help="comma-separated methods (fp is always measured)")
-    ap.add_argument("--models", default="vgg_small")
-    ap.add_argument("--batch-sizes", default="256")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--models", default="vgg_small", help="comma-separated models")
+    ap.add_argument("--batch-sizes", default="256", help="comma-separated training batch sizes")
+    ap.add_argument("--steps", type=int, default=50, help="timed training steps per measurement")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps before them (compilation, caches)")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--reference", action="store_true", help="also time the plain PyTorch reference loop")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference loop")
     ap.add_argument("--pack", type=int, default=0,

@@ -136,11 +136,12 @@ def print_report(r: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="qbench bench --inference", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="qbench bench --inference", description=" ".join(__doc__.split()),
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("run", help="run=<run dir>, a run with an export (qbench export run=<run dir>)")
-    ap.add_argument("--batch-sizes", default="1,64")
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch-sizes", default="1,64", help="comma-separated inference batch sizes")
+    ap.add_argument("--repeats", type=int, default=20, help="timed forward passes per batch size (median kept)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed passes before them")
     ap.add_argument("--no-layers", action="store_true", help="skip the per-layer comparison")
     ap.add_argument("--json", type=Path, help="write the figures as JSON here")
     a = ap.parse_args(argv)

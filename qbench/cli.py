@@ -143,20 +143,83 @@ def train(args: list[str]) -> int:
     if distributed.world_size() > 1 and any(a in ("-m", "--multirun") for a in args):
         raise UserError("a multirun (-m) cannot run inside torchrun: torchrun trains one run on several "
                         "processes; sweep with a launcher (hydra/launcher=slurm) whose jobs each call torchrun")
-    if not any(a in ("--help", "-h", "--hydra-help") for a in args):
+    if any(a in ("--help", "-h") for a in args):
+        print(train_help([a for a in _overrides(args) if a.split("=", 1)[0] in GROUPS_FOR_HELP]))
+        return 0
+    if "--hydra-help" not in args:
         from qbench.config import _parse, check_overrides
 
-        if not any(a in ("-m", "--multirun") for a in args):  # a, b without -m: Hydra's advice is five lines
+        check_overrides(_overrides(args))  # every job a sweep would run; then: a, b without -m
+        if not any(a in ("-m", "--multirun") for a in args):  # (Hydra's advice for that is five lines)
             sweeps = [o.input_line for o in _parse(_overrides(args)) if o.is_sweep_override()]
             if sweeps:
                 raise UserError(f"{sweeps[0]} gives several values, which only a multirun takes; did you mean "
                                 f"`qbench train -m {' '.join(args)}`?")
-        check_overrides(_overrides(args))
+        _check_run_dir_free(_overrides(args))
     _launch_hydra(args)
     return 0
 
 
-def _launch_hydra(args: list[str]) -> None:
+GROUPS_FOR_HELP = ("method", "model", "dataset", "optim", "sched")
+
+
+def train_help(groups: list[str]) -> str:
+    """``qbench train --help``: the groups qbench train takes (not configs/paper, which qbench reproduce reads)
+    and the config they compose to (``qbench train method=xnor --help`` shows XNOR-Net's)."""
+    from omegaconf import OmegaConf
+
+    from qbench.config import GROUPS, check_overrides, compose, group_options
+
+    check_overrides(groups, data=False)
+    cfg = compose(groups)
+    lines = [command_usage("train"), "", "config groups (group=option; qbench list describes each):"]
+    lines += [f"  {g}: {', '.join(group_options(g))}" for g in GROUPS]
+    lines += ["", "config" + (f" of {' '.join(groups)}" if groups else "") + " (override any key with key=value; "
+              "+method.key=value adds a constructor argument):", ""]
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    lines.append(OmegaConf.to_yaml(cfg).rstrip())
+    lines += ["", "papers: qbench reproduce paper=<key> (not a train option); Hydra's own flags: qbench train --hydra-help"]
+    return "\n".join(lines)
+
+
+def _check_run_dir_free(overrides: list[str]) -> None:
+    """``hydra.run.dir=<folder>`` naming a folder that holds a run: refused before Hydra writes .hydra/ into it."""
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value:
+            folder = Path(value).expanduser()
+            held = [n for n in ("config.yaml", "summary.json", "checkpoints", "multirun.yaml") if (folder / n).exists()]
+            if held or (key == "hydra.sweep.dir" and folder.is_dir() and any(folder.iterdir())):
+                raise UserError(f"{key}={value} already holds a run ({', '.join(held) or 'other files'}); qbench never "
+                                "writes into one: give a new folder")
+
+
+def _resolve_now(value: str) -> str:
+    """``${now:<strftime format>}`` resolved here, as Hydra would at launch."""
+    import datetime
+    import re
+
+    now = datetime.datetime.now()
+    return re.sub(r"\$\{now:([^}]*)\}", lambda m: now.strftime(m.group(1)), value)
+
+
+def _sweep_dir(overrides: list[str]) -> tuple[list[str], Path | None]:
+    """A multirun's folder, fixed before it starts (its ``${now:...}`` resolved here) so that qbench can show
+    the runs in it when it ends: (the overrides with hydra.sweep.dir set, the folder or None if it depends on
+    other settings)."""
+    from omegaconf import OmegaConf
+
+    from qbench.config import config_dir
+
+    given = [o for o in overrides if o.split("=", 1)[0] == "hydra.sweep.dir"]
+    value = given[-1].split("=", 1)[1] if given else OmegaConf.load(config_dir() / "train.yaml").hydra.sweep.dir
+    value = _resolve_now(str(value))
+    rest = [o for o in overrides if o.split("=", 1)[0] != "hydra.sweep.dir"]
+    return rest + [f"hydra.sweep.dir={value}"], (None if "${" in value else Path(value))
+
+
+def _launch_hydra(args: list[str]) -> Path | None:
+    """Run Hydra's main with ``args``; for a multirun, its folder (after a table of its runs is shown)."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
@@ -169,6 +232,7 @@ def _launch_hydra(args: list[str]) -> None:
             return run(cfg, run_dir)
         except UserError as e:
             print(f"qbench: error: {e}", file=sys.stderr)
+            _discard_unstarted(run_dir)
             sys.exit(2)
 
     saved = sys.argv
@@ -177,6 +241,9 @@ def _launch_hydra(args: list[str]) -> None:
 
     overrides = _overrides(args)
     flags = [a for a in args if a not in overrides]
+    sweep = None
+    if any(a in ("-m", "--multirun") for a in flags):
+        overrides, sweep = _sweep_dir(overrides)
     scratch = None
     if not distributed.is_main():  # torchrun's other ranks: rank 0 owns the run directory and its logs
         import tempfile
@@ -185,6 +252,13 @@ def _launch_hydra(args: list[str]) -> None:
     sys.argv = ["qbench train", *flags, "hydra.job.name=train", *overrides]
     try:
         task()
+        if sweep is not None and sweep.is_dir() and distributed.is_main() and not any(
+                f in ("--cfg", "-c", "--info") for f in flags):
+            from qbench.report import console
+            from qbench.results.tables import sweep_summary
+
+            sweep_summary(sweep).show(console())
+        return sweep
     except ValueError as e:
         if str(e).startswith("Only one of"):  # Hydra's own flag check (e.g. -m with --cfg)
             raise UserError(str(e)) from None
@@ -195,6 +269,26 @@ def _launch_hydra(args: list[str]) -> None:
         if scratch:
             import shutil
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _discard_unstarted(run_dir: Path) -> None:
+    """A refusal that could only be made once Hydra had made the run directory (check_overrides makes every
+    one it can before): remove what Hydra wrote there (.hydra/, train.log), the folder if that leaves it empty,
+    and a multirun's folder if it then holds only its multirun.yaml. A folder with anything else stays."""
+    import shutil
+
+    from qbench import distributed
+
+    if not distributed.is_main() or not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - {".hydra", "train.log"}:
+        return
+    logging.shutdown()  # train.log's handler
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    (run_dir / "train.log").unlink(missing_ok=True)
+    run_dir.rmdir()
+    sweep = run_dir.parent
+    if (sweep / "multirun.yaml").is_file() and {p.name for p in sweep.iterdir()} == {"multirun.yaml"}:
+        (sweep / "multirun.yaml").unlink()
+        sweep.rmdir()
 
 
 def run(cfg, run_dir: Path, resume: bool = False, overrides: list[str] = ()):

@@ -134,6 +134,7 @@ def check_overrides(overrides: list[str], data: bool = True) -> None:
             cfg = compose(job)
         except Exception as e:
             raise UserError(_first_line(e)) from None
+        check_types(cfg, base)
         validate(cfg)
         check_buildable(cfg)
         data_key = (cfg.dataset.name, cfg.data.root, cfg.data.download)
@@ -149,6 +150,77 @@ def _unknown_key(base: DictConfig, key: str, added: bool = False) -> None:
     where = f"under {parent!r}" if parent else "at top level"
     why = (f" (+ adds keys only under {', '.join(OPEN_NODES)}: qbench reads no other new key)" if added else "")
     raise UserError(f"unknown config key {key!r}{why}; keys {where}: {keys}")
+
+
+# Every key of the composed config is checked: its type by check_types (from its default in the config
+# files, or NULLABLE where the default is null), its range or choices by validate, and the keys that reach a
+# constructor by building it (check_buildable). The only keys left free, and why:
+FREE_TEXT = {"summary": "a description that qbench list shows and nothing reads",
+             "paper": "the citation that qbench list shows and nothing reads",
+             "tags": "labels qbench reproduce writes and qbench table matches"}
+# the identities a group option sets; changing one would mislabel the run (choose another option instead)
+IDENTITIES = ("method.name", "model.name", "dataset.name")
+# the type of each key whose default is null (null stays valid)
+NULLABLE = {
+    "number": ("model.bn_gamma_init", "model.bn_momentum", "model.fc_width", "optim.eps", "method.error_gamma",
+               "method.input_quantizer.gamma", "method.output_quantizer.gamma",
+               "method.callbacks.glorot_lr_scale.batch_norm_gamma", "method.callbacks.glorot_lr_scale.exponent"),
+    "bool": ("model.bias", "method.stochastic_activations", "method.input_quantizer.stochastic"),
+    # a folder: check_data / check_init_run look at it
+    "text": ("data.root", "method.init", "method.callbacks.inq.init", "method.callbacks.bottom_up.init"),
+}
+_ALLOWED = {"bool": "true, false", "number": "a number", "text": "text", "list": "a list", "numbers": "a list of numbers"}
+
+
+def _kind(value) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, ListConfig)):
+        return "numbers" if value and all(_kind(v) == "number" for v in value) else "list"
+    return None
+
+
+def _leaves(node: DictConfig, prefix: str = ""):
+    """(key, node) of every value that is not itself a config node, interpolations included."""
+    for k in node.keys():
+        child = node._get_node(k)
+        if isinstance(child, DictConfig):
+            yield from _leaves(child, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", child
+
+
+def check_types(cfg: DictConfig, base: DictConfig) -> None:
+    """Each value of ``cfg`` has the type of its default in ``base`` (the same groups with no other override):
+    ``trainer.progress=maybe`` is refused like ``trainer.epochs=abc``. A default that is an interpolation is
+    checked where it points; a key that now holds a config node (another quantizer) is its constructor's."""
+    nullable = {k: kind for kind, keys in NULLABLE.items() for k in keys}
+    for key, node in _leaves(base):
+        top, leaf = key.split(".")[0], key.rsplit(".", 1)[-1]
+        if top in ("hydra", "resume") or top in FREE_TEXT or leaf in FREE_TEXT:
+            continue
+        parent = OmegaConf.select(cfg, key.rsplit(".", 1)[0]) if "." in key else cfg
+        mine = parent._get_node(leaf) if isinstance(parent, DictConfig) and leaf in parent else None
+        if mine is None or isinstance(mine, DictConfig) or mine._is_interpolation():
+            continue  # gone, a config node now (its constructor checks it), or checked where it points
+        value = OmegaConf.select(cfg, key)
+        default = OmegaConf.select(base, key)  # where an interpolation points
+        if key in IDENTITIES:
+            if value != default:
+                raise UserError(f"{key}={value!r} cannot be changed: it names the {top} that {top}={default} "
+                                f"chose; pick another with {top}=<name> (qbench list)")
+            continue
+        want = _kind(default) if default is not None else nullable.get(key)
+        if want is None or value is None and (default is None or key in nullable):
+            continue
+        got = _kind(value)
+        if got != want and not (want == "list" and got == "numbers") and not (want == "numbers" and value == []):
+            raise UserError(f"{key}={value!r} is invalid; {'valid' if want == 'bool' else 'allowed'}: {_ALLOWED[want]}"
+                            + (" or null" if key in nullable else ""))
 
 
 def compile_options(trainer: DictConfig) -> dict:
@@ -208,7 +280,7 @@ def validate(cfg: DictConfig) -> None:
     mode = t.get("compile_mode", "default")
     if mode not in COMPILE_MODES:
         raise UserError(f"trainer.compile_mode={mode!r} is invalid; valid: {choices(COMPILE_MODES)}")
-    if compile_:
+    if compile_ or backend != "inductor":
         from torch._dynamo import list_backends
 
         backends = list_backends(exclude_tags=())
@@ -219,6 +291,8 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"trainer.channels_last={t.channels_last!r} is invalid; valid: auto, true, false")
     if not (t.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", str(t.device))):
         raise UserError(f"trainer.device={t.device!r} is invalid; valid: auto, cpu, cuda, cuda:N")
+    from qbench.train import resolve_device
+    resolve_device(t.device)  # cuda on a machine without one, or cuda:N past its last device
     lr = cfg.optim.get("lr")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
         raise UserError(f"optim.lr={lr!r} is invalid; allowed: a number > 0")
@@ -282,9 +356,12 @@ def validate(cfg: DictConfig) -> None:
                         f"and dataset {cfg.dataset.name!r} has {cfg.dataset.image_size} px images; "
                         f"models for it: {choices(n for n, e in MODELS.items() if e.max_image_size is None)}")
     method = build_method(cfg.method)  # instantiates and probes the quantizers and callbacks
-    if method.init:
-        from qbench.methods.base import check_init_run
-        check_init_run(method.init, cfg)
+    from qbench.methods.base import check_init_run
+    # method.init, and a schedule's own init where one was set apart from it
+    for init in dict.fromkeys([method.init] + [OmegaConf.select(c, "init") if isinstance(c, DictConfig) else None
+                                               for c in (cfg.method.get("callbacks") or {}).values()]):
+        if init:
+            check_init_run(init, cfg)
     if method.fold_bn:  # a model without conv -> BN pairs cannot fold: say so before any run starts
         from qbench.models import create_model
         kwargs = {k: v for k, v in cfg.model.items() if k not in ("name", "summary")}
@@ -332,11 +409,14 @@ def check_buildable(cfg: DictConfig) -> None:
 
 
 def check_data(cfg: DictConfig) -> None:
-    from qbench.data import LAYOUTS, locate
-    from qbench.data.loader import default_root
+    """The dataset's files are there (fetched now if data.download=true) and agree with the config: classes,
+    image size, data.holdout below the training split's size."""
+    from qbench.data import locate
+    from qbench.data.loader import default_root, load_splits
 
-    if cfg.data.download and LAYOUTS[cfg.dataset.name].download:
+    if cfg.dataset.name == "imagenet":  # read by worker processes as it streams; its folders must be there
+        root = cfg.data.root or default_root()
+        for split in ("train", "test"):
+            locate(cfg.dataset.name, root, split)
         return
-    root = cfg.data.root or default_root()
-    for split in ("train", "test") + ("extra",) * bool(cfg.dataset.get("extra")):
-        locate(cfg.dataset.name, root, split)
+    load_splits(cfg)

@@ -43,6 +43,10 @@ def resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"trainer.device={name} but no CUDA device is available; use trainer.device=auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise UserError(f"trainer.device={name} but this machine has {n} CUDA device{'s' * (n != 1)}; valid: "
+                        + ", ".join(f"cuda:{i}" for i in range(n)))
     return dev
 
 
@@ -218,7 +222,7 @@ class Trainer:
             loss_sum += loss.detach() * len(y)
             correct += (out.argmax(1) == y).sum()
             seen += len(y)
-            bar.advance()
+            bar.advance(len(y), loss_sum, seen)
         distributed.sync_buffers(self.model)
         count = torch.tensor(float(seen), device=self.device)
         loss_sum, correct, count = distributed.sum_over_ranks(loss_sum, correct, count)

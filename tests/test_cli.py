@@ -91,6 +91,12 @@ def test_multirun_methods_by_seeds(tmp_path):
     assert all(_summary(r)["status"] == "completed" for r in runs)
     seeds = {_summary(r)["seed"] for r in runs}
     assert seeds == {0, 1}
+    # #31.16: it ends with a table of its runs, one row each, and the command that compares them
+    sweep = runs[0].parent.relative_to(tmp_path)
+    assert f"multirun {sweep}: 4 of 4 runs completed" in p.stdout, p.stdout
+    rows = [line for line in p.stdout.splitlines() if line.startswith("│") and "-mlp-mnist-s" in line]
+    assert len(rows) == 4 and all("completed" in r and "1/1" in r for r in rows), p.stdout
+    assert f"qbench compare runs={sweep}" in p.stdout
 
 
 def _kill_after_epoch(args, cwd, epoch):
@@ -408,3 +414,81 @@ def test_several_values_without_multirun_say_to_add_m(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "did you mean `qbench train -m method=bnn,xnor model=mlp dataset=mnist`?" in r.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_every_refusal_of_train_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    """#31.4: each of BAD_OVERRIDES, and the refusals only the CLI makes, exits 2 with one line and leaves the
+    folder it ran in as it was: every check runs before Hydra makes a run directory."""
+    from conftest import BAD_OVERRIDES
+    from qbench.cli import main
+
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "config.yaml").write_text("seed: 0\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("QBENCH_DATA", str(DATA))
+    cases = [(o + ["dataset=mnist"] * ("dataset" not in " ".join(o)), m) for o, m in BAD_OVERRIDES] + [
+        (["dataset=mnist", f"hydra.run.dir={held}"], "already holds a run (config.yaml)"),
+        (["-m", "dataset=mnist", "seed=0,1", f"hydra.sweep.dir={held}"], "already holds a run"),
+        (["dataset=mnist", "method=bnn,xnor"], "did you mean `qbench train -m"),
+    ]
+    for args, message in cases:
+        assert main(["train", *args]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (args, err)
+        assert not any(work.iterdir()), (args, list(work.rglob("*")))
+    assert sorted(p.name for p in held.iterdir()) == ["config.yaml"]
+
+
+def test_a_download_that_fails_is_one_line_and_leaves_nothing(tmp_path):
+    """#31.5: no network (a proxy that refuses) with data.download=true: one line naming the file, where it
+    was fetched from and where to put it by hand; no run folder, no empty dataset folder."""
+    root = tmp_path / "data"
+    no_net = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "QBENCH_DATA": str(root)}
+    p = qbench("train", "dataset=mnist", "model=mlp", "data.download=true", cwd=tmp_path, env=no_net)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    line, = p.stderr.strip().splitlines()
+    assert "could not download MNIST from https://" in line and "train-images-idx3-ubyte.gz" in line, line
+    assert f"fetch it by hand into {root}/MNIST/raw/" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.rglob("*"))
+
+
+def test_train_help_lists_only_what_train_takes(capsys):
+    """#31.8: the groups train takes (not configs/paper), and the config the given groups compose to."""
+    from qbench.cli import main
+
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    groups = out.split("config groups")[1].split("\n\n")[0]
+    assert "  method: binaryconnect, " in groups and "  sched: " in groups and "paper" not in groups
+    assert "qbench reproduce paper=<key>" in out and "trainer:\n  epochs:" in out
+    assert main(["train", "method=xnor", "-h"]) == 0
+    assert "input_scaling: true" in capsys.readouterr().out
+
+
+def test_every_help_names_every_argument_its_command_takes_in_whole_sentences(capsys):
+    """#31.15: each results command's help shows every key it accepts (read from its own refusal of an unknown
+    one), and bench's argparse help has a whole description and a help text for every option."""
+    from qbench.cli import main
+
+    for command in ("table", "plot", "compare", "export", "evaluate"):
+        assert main([command, "bogus=1"]) == 2
+        err = capsys.readouterr().err
+        keys = re.findall(r"(\w+)=\.\.\.", err.split("valid:")[1]) + re.findall(r"--\w+", err.split("valid:")[1])
+        assert keys, err
+        assert main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        missing = [k for k in keys if (k if k.startswith("--") else f"{k}=") not in out]
+        assert not missing, (command, missing, out)
+    for args in (["bench", "--help"], ["bench", "--inference", "--help"]):
+        with pytest.raises(SystemExit):
+            main(args)
+        out = capsys.readouterr().out
+        description = out.split("\n\n")[1]
+        assert description.rstrip().endswith("."), description  # not cut mid-sentence
+        lines = out.split("options:\n")[1].splitlines() + [""]
+        for line, after in zip(lines, lines[1:]):  # every option has its help text beside or below it
+            if line.startswith("  -") and "  " not in line.strip() and not after.startswith(" " * 10):
+                pytest.fail(f"{args}: no help for {line.strip()}")

@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 
+from conftest import BAD_OVERRIDES
 from qbench.config import check_overrides, compose, foreign_model_settings, group_options, validate
 from qbench.errors import UserError
 from qbench.methods import build_method
@@ -83,59 +84,7 @@ def test_vgg_small_layout():
     assert convs == [128, 128, 256, 256, 512, 512] and fcs == [1024, 1024, 10]
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["method=xnor_magic"], "unknown method 'xnor_magic'; valid: binaryconnect, "),
-    (["model=resnet19"], "unknown model 'resnet19'; valid: alexnet_bn, alexnet_dorefa, binarydensenet28"),
-    (["method=fp,bnn,nope"], "unknown method 'nope'"),
-    (["trainer.epoch=3"], "unknown config key 'trainer.epoch'; keys under 'trainer': amp, batch_size"),
-    # + may add keys only where they reach a constructor: a new trainer or top-level key would be ignored
-    (["+trainer.epoch=3"], "unknown config key 'trainer.epoch' (+ adds keys only under method, model, optim"),
-    (["++data.hold_out=5"], "unknown config key 'data.hold_out' (+ adds keys only under"),
-    (["+experiment=bnn__mnist_torch7_mlp_w1_a1_err"], "unknown config key 'experiment' (+ adds keys only under"),
-    (["+optim.foo=1"], "Adam.__init__() got an unexpected keyword argument 'foo'"),
-    (["method=qat", "method.quant_delay=-2"], "quant_delay must be a whole number of epochs >= 0, got -2"),
-    (["trainer.epochs=0"], "trainer.epochs=0 is invalid; allowed: an integer >= 1"),
-    (["trainer.epochs=abc"], "trainer.epochs='abc' is invalid"),
-    (["trainer.loss=mse"], "trainer.loss='mse' is invalid; valid: cross_entropy, squared_hinge"),
-    (["data.subset=-5"], "data.subset=-5 is invalid; allowed: an integer >= 1 or null"),
-    (["method=binaryconnect", "method.mode=sometimes"], "'det' or 'stoch', got 'sometimes'"),
-    (["optim.lr=0"], "optim.lr=0 is invalid"),
-    (["trainer.device=tpu"], "trainer.device='tpu' is invalid; valid: auto, cpu, cuda, cuda:N"),
-    (["method=dorefa", "method.w_bits=0"], "bit width must be an integer from 1 to 32, got 0"),
-    (["method=dorefa", "method.a_bits=33"], "bit width must be an integer from 1 to 32, got 33"),
-    (["method=dorefa", "method.g_bits=2.5"], "bit width must be an integer from 1 to 32, got 2.5"),
-    (["method=twn", "method.threshold_factor=-0.7"], "threshold_factor must be > 0, got -0.7"),
-    (["method=twn", "method.granularity=row"], "granularity must be 'layer' or 'channel', got 'row'"),
-    (["model=resnet20", "dataset=imagenet"], "defined for small inputs"),
-    (["optim=sgd", "optim.momentum=abc"], "momentum='abc'"),
-    (["sched=multistep", "sched.milestones=abc"], "sched.milestones='abc' is invalid"),
-    (["sched=regimes", "sched.regimes=[{from:1,lr:1.0}]"], "'from' epochs must be increasing integers starting at 0"),
-    (["sched=regimes", "sched.regimes=[{from:0,lr:0}]"], "needs lr > 0"),
-    (["trainer.steps_per_epoch=0"], "trainer.steps_per_epoch=0 is invalid; allowed: an integer >= 1 or null"),
-    (["model=mlp", "model.hidden=abc"], "model 'mlp' cannot be built from its settings"),
-    (["model=vgg_small", "model.activation=swish"], "unknown activation 'swish' (model.activation); valid: clip01, hardtanh"),
-    (["dataset.augment.crop_padding=-3"], "dataset.augment.crop_padding=-3 is invalid"),
-    (["dataset=imagenet", "dataset.augment.resize=100"], "dataset.augment.resize=100 is invalid; allowed: null"),
-    (["dataset=imagenet", "dataset.augment.resize=[480,256]"], "dataset.augment.resize=[480, 256] is invalid"),
-    (["method=ptq"], "method 'ptq' is post-training"),
-    (["method=qat", "method.fold_bn=true", "model=mlp"], "has no conv -> batch-norm pair"),
-    (["method=qat", "method.freeze_bn_after=-1"], "freeze_bn_after must be a whole number"),
-    (["method=qat", "method.w_bits=1"], "bit width must be an integer from 2 to 32, got 1"),
-    (["method=bnn", "method.batch_norm=sbn"], "method.batch_norm='sbn' is invalid; valid: standard, shift"),
-    (["method=bnn", "method.batch_norm=shift", "model=lenet5", "model.bn=false"], "has none before its last layer"),
-    (["method=wage", "model=lenet5", "method.output_quantizer_layers=first"],
-     "method.output_quantizer_layers='first' is invalid; valid: all, last"),
-    (["method=wage", "model=lenet5", "method.error_gamma=0.5"], "gamma must be null or a number >= 1"),
-    (["method=wage", "model=lenet5", "method.quantize_data_input=abc"],
-     "method.quantize_data_input='abc' is invalid; valid: true, false"),
-    (["method=bnn", "method.stochastic_activations=maybe"], "stochastic_activations must be true or false, got 'maybe'"),
-    (["dataset.zca=-1"], "dataset.zca=-1 is invalid; valid: null (no whitening) or ZCA's eigenvalue offset"),
-    (["dataset.zca=true"], "dataset.zca=True is invalid; valid: null"),
-    (["dataset.gcn=0"], "dataset.gcn=0 is invalid; valid: null or the norm each image is scaled to"),
-    (["dataset.lcn=4"], "dataset.lcn=4 is invalid; valid: null or an odd kernel size"),
-    (["sched=step", "sched.step_size=0"], "sched.step_size=0 is invalid; allowed: an integer >= 1"),
-    (["optim=shift_adamax", "optim.lr=-1"], "optim.lr=-1"),
-])
+@pytest.mark.parametrize("overrides,message", BAD_OVERRIDES)
 def test_bad_overrides_are_one_line_errors(overrides, message, data_root):
     with pytest.raises(UserError) as e:
         check_overrides(overrides + ["dataset=mnist"] * ("dataset" not in " ".join(overrides)))
@@ -160,3 +109,46 @@ def test_back_to_simplicity_knobs_on_the_bnn_method():
     assert m.callbacks[0].bound == 1.3  # weights clipped at the same threshold
     with pytest.raises(UserError, match="ste must be 'clip' or 'approxsign', got 'tanh'"):
         validate(compose(["method=bnn", "method.ste=tanh"]))
+
+
+def _leaf_keys(node, prefix=""):
+    from omegaconf import DictConfig
+
+    for k in node.keys():
+        if isinstance(node._get_node(k), DictConfig):
+            yield from _leaf_keys(node[k], f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def test_every_key_of_every_config_refuses_a_value_of_the_wrong_type():
+    """#31.7: every key of every group option, set to a word, is refused before anything runs -- except the
+    free-text keys qbench.config.FREE_TEXT names (descriptions, reproduce's tags) and data.root (a folder, which
+    check_data looks for)."""
+    from qbench.config import FREE_TEXT
+
+    imagenet_only = {m for m in MODELS_ if MODELS[m].max_image_size is None}
+    bases = [[]] + [[f"method={m}"] + ["model=lenet5"] * (m == "wage") for m in METHODS if m != "ptq"] \
+        + [[f"model={m}"] + ["dataset=imagenet"] * (m in imagenet_only) for m in MODELS_] \
+        + [[f"dataset={d}"] + ["model=resnet18"] * (d == "imagenet") for d in DATASETS] \
+        + [[f"optim={o}"] for o in group_options("optim")] + [[f"sched={s}"] for s in group_options("sched")]
+    accepted, seen = [], set()
+    for base in bases:
+        cfg = compose(base)
+        own = base[0].split("=")[0] if base else None
+        for key in _leaf_keys(cfg):
+            top, leaf = key.split(".")[0], key.rsplit(".", 1)[-1]
+            if top in ("hydra", "resume") or (own and top != own) or top in FREE_TEXT or leaf in FREE_TEXT:
+                continue
+            if (key, tuple(base) if top == own else ()) in seen:
+                continue
+            seen.add((key, tuple(base) if top == own else ()))
+            try:
+                check_overrides(base + [f"{key}=maybe"], data=False)
+                accepted.append((base, key))
+            except UserError as e:
+                assert "\n" not in str(e)
+    assert len(seen) > 400  # every method's, model's, dataset's, optimizer's and schedule's keys were walked
+    assert accepted == [([], "data.root")], accepted
+    with pytest.raises(UserError, match="'mnist' .* not found under data root 'maybe'"):
+        check_overrides(["dataset=mnist", "data.root=maybe"])

@@ -197,6 +197,9 @@ def test_reproduce_smoke_table_and_plots_end_to_end(tmp_path):
     assert p.returncode == 0, p.stderr
     runs = [d for d in (tmp_path / "runs" / "reproduce" / "binaryconnect" / "smoke").glob("*/*") if d.is_dir()]
     assert len(runs) == 4  # 2 rows x 2 seeds, one Hydra multirun
+    assert "4 of 4 runs completed" in p.stdout  # the multirun's own table, then how to see the rows (#31.16)
+    assert p.stdout.rstrip().endswith("the rows beside the paper's figures: qbench table paper=binaryconnect "
+                                      "tier=smoke"), p.stdout
     cfg = yaml.safe_load((runs[0] / "config.yaml").read_text())
     assert cfg["tags"]["paper"] == "binaryconnect" and cfg["tags"]["tier"] == "smoke"
     assert cfg["trainer"]["loss"] == "squared_hinge" and cfg["data"]["subset"] == 256  # recipe, then the sliver
@@ -479,3 +482,32 @@ def test_compare_names_the_runs_it_leaves_out(tmp_path):
     assert "(n=1)" in out.markdown()
     assert any(n.startswith("not counted: 2 runs that did not complete: ") and "killed (running, 4/10 epochs)" in n
                and "broke (failed, 5/? epochs)" in n for n in out.notes), out.notes
+
+
+def test_plot_legend_outside_whole_epoch_ticks_and_the_papers_figure_with_its_status(tmp_path):
+    """#31.14: eight series leave every curve visible (the legend is beside the axes), one-epoch runs get whole
+    epoch ticks, and a paper row's reported figure is a line of the row's colour, labelled with its status."""
+    from qbench.results.plots import draw_curves
+    from qbench.results.registry import Figure
+    from qbench.results.runs import find_runs
+
+    series = []
+    for i in range(8):
+        _fake_run(tmp_path / "runs", f"r{i}", f"m{i}", 0, 0.9)
+        _metrics(tmp_path / "runs" / f"r{i}", [0.90 + i / 100])  # one epoch each
+        series.append((f"row {i}", find_runs([str(tmp_path / "runs" / f"r{i}")])[0]))
+    series[0] += (Figure("p", "a", "err", 1.5, "primary"),)  # an error rate: drawn as accuracy 98.5
+    series[1] += (Figure("p", "b", "acc", 97.0, "unconfirmed"),)
+    series[2] += (Figure("p", "c", "top5", 99.0, "primary"),)  # a top-5 figure is not a point of val_acc
+    fig, n_runs = draw_curves(series, "val_acc", "t")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert n_runs == 8 and legend.x0 >= axes_box.x1  # beside the axes, over no curve
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks == [1.0], ticks
+    refs = {line.get_label(): (line.get_ydata()[0], line.get_linestyle()) for line in ax.get_lines()
+            if "paper" in line.get_label()}
+    assert refs == {"row 0: paper 98.50 (primary)": (98.5, "--"), "row 1: paper 97.00 (unconfirmed)": (97.0, ":")}
+    assert ax.get_lines()[0].get_color() == [ln for ln in ax.get_lines() if ln.get_label().startswith("row 0:")][0].get_color()

@@ -161,23 +161,13 @@ class Data:
     test: object | None = None  # with data.holdout: the test split, evaluated beside the validation set
 
 
-def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
-    """Train and validation batches for ``cfg.dataset``. Validation is the dataset's test split, unless
-    ``data.holdout`` = N: then the last N examples of the training split, in file order, are the validation set
-    (BinaryConnect's and BNN's 50k / 10k MNIST split) and the test split is ``Data.test``."""
+def load_splits(cfg: DictConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The splits of a small dataset as stored (uint8 images, labels): train and test, with ``data.holdout`` the
+    held-out end of train apart. Everything about the files that can be wrong is found here, and
+    qbench.config.check_data calls it before a run directory exists (the tensors are cached, so the run's own
+    call is cheap)."""
     ds, dc = cfg.dataset, cfg.data
     root = dc.root or default_root()
-    bs = int(cfg.trainer.batch_size)
-    gen_device = device if ds.name != "imagenet" else torch.device("cpu")
-    generator = torch.Generator(device=gen_device).manual_seed(seed)
-    if ds.name == "imagenet":  # (data.holdout is refused for ImageNet by qbench.config.validate)
-        train = StreamLoader(locate("imagenet", root, "train")[1], bs, ds.mean, ds.std, True, ds.image_size,
-                             dc.workers, generator, device, bool(ds.augment.hflip), ds.augment.get("resize"),
-                             dc.subset)
-        val = StreamLoader(locate("imagenet", root, "test")[1], bs, ds.mean, ds.std, False, ds.image_size,
-                           dc.workers, torch.Generator().manual_seed(0), device, subset=dc.val_subset)
-        return Data(_steps(train, cfg), val, ds.in_channels, ds.num_classes, ds.image_size, generator)
-
     splits = {}
     for split in ("train", "test"):
         images, labels, classes = load_split(ds.name, root, split, ds.in_channels, bool(dc.download))
@@ -197,6 +187,27 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
                             f"under {root} has {len(labels)}; valid: 1 to {len(labels) - 1}")
         cut = len(labels) - holdout
         splits = {"train": (images[:cut], labels[:cut]), "holdout": (images[cut:], labels[cut:]), **splits}
+    return splits
+
+
+def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
+    """Train and validation batches for ``cfg.dataset``. Validation is the dataset's test split, unless
+    ``data.holdout`` = N: then the last N examples of the training split, in file order, are the validation set
+    (BinaryConnect's and BNN's 50k / 10k MNIST split) and the test split is ``Data.test``."""
+    ds, dc = cfg.dataset, cfg.data
+    root = dc.root or default_root()
+    bs = int(cfg.trainer.batch_size)
+    gen_device = device if ds.name != "imagenet" else torch.device("cpu")
+    generator = torch.Generator(device=gen_device).manual_seed(seed)
+    if ds.name == "imagenet":  # (data.holdout is refused for ImageNet by qbench.config.validate)
+        train = StreamLoader(locate("imagenet", root, "train")[1], bs, ds.mean, ds.std, True, ds.image_size,
+                             dc.workers, generator, device, bool(ds.augment.hflip), ds.augment.get("resize"),
+                             dc.subset)
+        val = StreamLoader(locate("imagenet", root, "test")[1], bs, ds.mean, ds.std, False, ds.image_size,
+                           dc.workers, torch.Generator().manual_seed(0), device, subset=dc.val_subset)
+        return Data(_steps(train, cfg), val, ds.in_channels, ds.num_classes, ds.image_size, generator)
+
+    splits = load_splits(cfg)
     # data.subset: of what is trained on; data.val_subset: of the test split
     subsets = {"train": dc.subset, "holdout": None, "test": dc.val_subset}
 
@@ -218,7 +229,7 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
             images, labels.to(device), bs if train else int(cfg.trainer.eval_batch_size),
             mean, std, train, crop_padding=ds.augment.crop_padding if train else 0,
             hflip=bool(ds.augment.hflip) if train else False, generator=generator if train else None)
-    if holdout:
+    if "holdout" in loaders:
         return Data(_steps(loaders["train"], cfg), loaders["holdout"], ds.in_channels, ds.num_classes,
                     ds.image_size, generator, test=loaders["test"])
     return Data(_steps(loaders["train"], cfg), loaders["test"], ds.in_channels, ds.num_classes, ds.image_size,

@@ -91,17 +91,48 @@ def locate(name: str, root: str | os.PathLike, split: str = "train") -> tuple[st
                     f"<root>/{lay.torchvision} or <root>/{lay.folder} (set data.root or QBENCH_DATA{hint})")
 
 
+def _download_url(cls, split: str) -> str:
+    """Where torchvision's class fetches ``split`` from (for the message when it cannot)."""
+    if hasattr(cls, "mirrors"):  # MNIST, FashionMNIST: a list of mirrors and of file names
+        return cls.mirrors[0] + cls.resources[0][0]
+    if hasattr(cls, "split_list"):  # SVHN: one .mat file per split
+        return cls.split_list[split][0]
+    return cls.url
+
+
 def download(name: str, root: Path, split: str = "train") -> None:
     """Fetch through torchvision into its own layout under ``root``: SVHN one split at a time (its 'extra'
-    split is 1.3 GB), the others both splits at once."""
+    split is 1.3 GB), the others both splits at once. A failed fetch removes what it wrote (an empty folder, a
+    partial archive) and is one line: what, from where, and how to supply the files by hand."""
+    import shutil
+
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, LAYOUTS[name].download)
-    if name == "svhn":
-        cls(str(root / "svhn"), split=split, download=True)
-    else:
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
+    lay = LAYOUTS[name]
+    cls = getattr(tvd, lay.download)
+    owned = root / lay.torchvision.split("/")[0]  # MNIST, FashionMNIST, cifar-10-batches-py, svhn, ...
+    mine = [owned, *(root / f"{owned.name}.tar.gz",) * name.startswith("cifar")]
+    had_root = root.exists()
+    before = {q for m in mine if m.exists() for q in (m.rglob("*") if m.is_dir() else [m])} | \
+        {m for m in mine if m.exists()}
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        if name == "svhn":
+            cls(str(root / "svhn"), split=split, download=True)
+        else:
+            for train in (True, False):
+                cls(str(root), train=train, download=True)
+    except Exception as e:  # no network, a proxy, a mirror gone, a checksum that fails
+        for m in mine:  # newest first: files, then the folders they were in
+            for q in sorted((m.rglob("*") if m.is_dir() else []), key=lambda q: -len(q.parts)) + [m]:
+                if q.exists() and q not in before:
+                    shutil.rmtree(q) if q.is_dir() else q.unlink()
+        if not had_root and not any(root.iterdir()):
+            root.rmdir()
+        reason = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise UserError(f"data.download=true: could not download {lay.download} from {_download_url(cls, split)} "
+                        f"({reason[-1] if reason else type(e).__name__}); fetch it by hand into "
+                        f"{root}/{lay.torchvision} (or PNGs into {root}/{lay.folder}), or set data.root") from None
 
 
 # --- readers ---------------------------------------------------------------------------------------
@@ -214,7 +245,6 @@ def load_split(name: str, root: str | os.PathLike, split: str, channels: int,
     except UserError:
         if not (allow_download and LAYOUTS[name].download):
             raise
-        root.mkdir(parents=True, exist_ok=True)
         download(name, root, split)
         kind, where = locate(name, root, split)
     fp = _fingerprint(kind, where)

@@ -110,6 +110,9 @@ def _quantizer(spec, where: str):
             q = get_quantizer(spec)
         if q is not None:  # a bad keyword value (e.g. mode=foo) surfaces here, not mid-run
             probe = copy.deepcopy(q) if isinstance(q, torch.nn.Module) else q
+            for m in probe.modules() if isinstance(probe, torch.nn.Module) else ():
+                if isinstance(getattr(m, "enabled", None), bool):  # a Gated quantizer probes what it will switch on
+                    m.enabled = True
             probe(torch.linspace(-1.5, 1.5, 8).view(2, 4))
         return _plain_partials(q)
     except (InstantiationException, ValueError, TypeError) as e:

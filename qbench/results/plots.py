@@ -36,46 +36,12 @@ def runs_in_plot(path: Path) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def plot_curves(series: list[tuple[str, list[Run]]], metric: str, title: str, out: Path,
-                force: bool = False) -> Path:
-    """One line per (label, runs); the runs of a label are seeds of one configuration. An existing ``out``
-    that drew more runs (or that qbench did not write) is replaced only with ``force``."""
-    if metric not in METRICS:
-        raise UserError(f"metric={metric!r} is invalid; valid: {choices(METRICS)}")
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display needed
+def plot_curves(series: list[tuple], metric: str, title: str, out: Path, force: bool = False) -> Path:
+    """draw_curves, saved as ``out``. An existing ``out`` that drew more runs (or that qbench did not write) is
+    replaced only with ``force``."""
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    drawn = n_runs = 0
-    for label, runs in series:
-        curves = [c for c in (_curve(r, metric) for r in runs) if c]
-        if not curves:
-            continue
-        epochs = sorted(set.intersection(*(set(c) for c in curves)))  # epochs every seed reached
-        if not epochs:
-            continue
-        values = [[c[e] for c in curves] for e in epochs]
-        mean = [sum(v) / len(v) for v in values]
-        line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 12 else None, label=f"{label} (n={len(curves)})")
-        if len(curves) > 1:
-            ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(),
-                            alpha=0.2, linewidth=0)
-        drawn += 1
-        n_runs += len(curves)
-    if not drawn:
-        plt.close(fig)
-        raise UserError(f"none of the runs has {metric} in its metrics.jsonl")
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_ylabel(METRICS[metric])
-    if metric == "lr":
-        ax.set_yscale("log")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, n_runs = draw_curves(series, metric, title)
     if out.exists() and not force:
         before = runs_in_plot(out)
         if before is None or before > n_runs:
@@ -92,3 +58,61 @@ def plot_curves(series: list[tuple[str, list[Run]]], metric: str, title: str, ou
         plt.close(fig)
         tmp.unlink(missing_ok=True)
     return out
+
+
+def draw_curves(series: list[tuple], metric: str, title: str):
+    """(figure, runs drawn): one line per (label, runs[, figure]); the runs of a label are seeds of one
+    configuration, and a paper row's figure is drawn as a dashed line of the same colour at the value the paper
+    reports, labelled with its status (dotted where it is unconfirmed). The legend sits outside the axes, so no
+    curve is hidden; epochs are whole numbers on the x axis."""
+    from qbench.results.tables import figure_on_curve
+
+    if metric not in METRICS:
+        raise UserError(f"metric={metric!r} is invalid; valid: {choices(METRICS)}")
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drawn = n_runs = 0
+    all_epochs: set[int] = set()
+    for label, runs, *figure in series:
+        curves = [c for c in (_curve(r, metric) for r in runs) if c]
+        if not curves:
+            continue
+        epochs = sorted(set.intersection(*(set(c) for c in curves)))  # epochs every seed reached
+        if not epochs:
+            continue
+        values = [[c[e] for c in curves] for e in epochs]
+        all_epochs.update(epochs)
+        mean = [sum(v) / len(v) for v in values]
+        line, = ax.plot(epochs, mean, marker="o" if len(epochs) < 12 else None, label=f"{label} (n={len(curves)})")
+        if len(curves) > 1:
+            ax.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(),
+                            alpha=0.2, linewidth=0)
+        reported = figure_on_curve(figure[0], metric) if figure else None
+        if reported is not None:
+            f = figure[0]
+            ax.axhline(reported, color=line.get_color(), linewidth=1, linestyle=":" if not f.confirmed else "--",
+                       label=f"{label}: paper {reported:.2f} ({f.status})")
+        drawn += 1
+        n_runs += len(curves)
+    if not drawn:
+        plt.close(fig)
+        raise UserError(f"none of the runs has {metric} in its metrics.jsonl")
+    ax.set_xlabel("epoch")
+    if len(all_epochs) > 1:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    else:  # one epoch: MaxNLocator would fall back to fractional ticks around it
+        (e,) = all_epochs
+        ax.set_xlim(e - 0.5, e + 0.5)
+        ax.set_xticks([e])
+    ax.set_ylabel(METRICS[metric])
+    if metric == "lr":
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return fig, n_runs

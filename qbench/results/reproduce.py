@@ -161,6 +161,7 @@ def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: 
         check_overrides([_as_override(k, v) for k, v in settings(f, tier).items()]
                         + ([f"method.init={init[seed_list[0]]}"] if init else []) + list(extra))
     sweep_dir = [f"hydra.sweep.dir=runs/reproduce/{paper_key}/{tier}/${{now:%Y-%m-%d_%H-%M-%S-%f}}"]
+    sweeps: list[Path | None] = []
     with tempfile.TemporaryDirectory(prefix="qbench-experiments-") as tmp:
         (Path(tmp) / "experiment").mkdir()
 
@@ -170,13 +171,17 @@ def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: 
 
         if first:
             names = [write(f, settings(f, tier), f"{paper_key}__{f.id}") for f in first]
-            _launch_hydra(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
-                           *seed_sweep, *sweep_dir, *extra])
+            sweeps.append(_launch_hydra(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
+                                         *seed_sweep, *sweep_dir, *extra]))
         if then:  # one experiment per row and seed: each seed starts from its own seed's run
             names = []
             for f in then:
                 init = inits.get(f.id) or init_runs(paper_key, f, tier, seed_list)
                 names += [write(f, {**settings(f, tier), "seed": s, "method.init": init[s]},
                                 f"{paper_key}__{f.id}__s{s}") for s in seed_list]
-            _launch_hydra(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
-                           *sweep_dir, *[a for a in extra if a.split("=", 1)[0] != "seed"]])
+            sweeps.append(_launch_hydra(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
+                                         *sweep_dir, *[a for a in extra if a.split("=", 1)[0] != "seed"]]))
+    # the command that shows these rows beside the paper's figures (runs= only where they are not under ./runs)
+    elsewhere = [str(d) for d in sweeps if d is not None and not (d.is_relative_to("runs"))]
+    print("the rows beside the paper's figures: qbench table paper=" + paper_key + f" table={table}" * bool(table)
+          + " tier=smoke" * (tier == "smoke") + (" runs=" + ",".join(elsewhere) if elsewhere else ""), flush=True)

@@ -212,10 +212,22 @@ def provenance(runs: list[Run]) -> list[str]:
             + " (wall time x processes, summed over runs)"]
 
 
+def figure_on_curve(f: Figure, metric: str) -> float | None:
+    """The paper's figure in a learning curve's units (accuracy in %), for the curves it is a point of: a
+    top-1 figure (accuracy or error) on val_acc / test_acc, a top-5 one on val_top5 / test_top5."""
+    if f.value is None or f.metric not in METRICS:
+        return None
+    key, as_error, percent = METRICS[f.metric]
+    if metric.split("_", 1)[-1] != {"final_val_acc": "acc", "final_val_top5": "top5"}[key]:
+        return None
+    value = f.value if percent else 100 * f.value
+    return 100 - value if as_error else value
+
+
 def paper_series(key: str, run_patterns: list[str], table: str | None = None,
-                 tier: str = "full") -> dict[str, list[tuple[str, list[Run]]]]:
-    """Per table of the paper: (row label, that row's finished runs) for the rows run in one configuration,
-    the curves ``qbench plot paper=<key>`` draws."""
+                 tier: str = "full") -> dict[str, list[tuple[str, list[Run], Figure]]]:
+    """Per table of the paper: (row label, that row's finished runs, the row's figure) for the rows run in one
+    configuration, the curves ``qbench plot paper=<key>`` draws."""
     paper = load_paper(key)
     if table is not None and table not in paper.tables():
         raise UserError(f"paper {key!r} has no table {table!r}; valid: {choices(paper.tables())}")
@@ -225,7 +237,7 @@ def paper_series(key: str, run_patterns: list[str], table: str | None = None,
         own = f.run_row == f.id and f.run_paper == f.paper
         matched = _candidates(f, groups, tier) if own else []  # each row's curves drawn once, by its paper
         if (table is None or (f.table or "-") == table) and len(matched) == 1:
-            out.setdefault(f.table or "-", []).append((f.label, matched[0].runs))
+            out.setdefault(f.table or "-", []).append((f.label, matched[0].runs, f))
     return out
 
 
@@ -347,3 +359,26 @@ def skipped_note(unfinished: list[Run]) -> list[str]:
 
     shown = ", ".join(one(r) for r in unfinished[:3]) + (f" and {len(unfinished) - 3} more" if len(unfinished) > 3 else "")
     return [f"not counted: {_runs(len(unfinished))} that did not complete: {shown}"]
+
+
+SWEEP_ROWS = 30  # one screen
+
+
+def sweep_summary(sweep_dir: Path) -> Output:
+    """What a multirun ends with: each of its runs in one row (job, method, model, dataset, seed, status,
+    epochs, final accuracy, time), at most a screen of them, and the command that compares them."""
+    done, other = find_runs([str(sweep_dir)])
+    runs = sorted(done + other, key=lambda r: (r.summary.get("started_at") or "", str(r.dir)))
+    out = Output(f"multirun {sweep_dir}: {len(done)} of {len(runs)} runs completed",
+                 ["job", "method", "model", "dataset", "seed", "status", "epochs", "final val acc %", "time"])
+    for r in runs[:SWEEP_ROWS]:
+        s = r.summary
+        acc = s.get("test_acc_at_best_val") if "best_val_epoch" in s else s.get("final_val_acc")
+        out.add(r.dir.name, s.get("method"), s.get("model"), s.get("dataset"), s.get("seed"), s.get("status"),
+                f"{s.get('epochs_completed')}/{s.get('epochs')}",
+                f"{100 * acc:.2f}" + (" (test at best val)" if "best_val_epoch" in s else "") if acc is not None else "-",
+                f"{s['wall_seconds']:.0f} s" if isinstance(s.get("wall_seconds"), (int, float)) else "-")
+    if len(runs) > SWEEP_ROWS:
+        out.notes.append(f"... and {len(runs) - SWEEP_ROWS} more runs")
+    out.notes.append(f"mean ± std over seeds: qbench compare runs={sweep_dir}")
+    return out
