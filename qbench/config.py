@@ -162,12 +162,14 @@ FREE_TEXT = {"summary": "a description that qbench list shows and nothing reads"
 IDENTITIES = ("method.name", "model.name", "dataset.name")
 # the type of each key whose default is null (null stays valid)
 NULLABLE = {
-    "number": ("model.bn_gamma_init", "model.bn_momentum", "model.fc_width", "optim.eps", "method.error_gamma",
+    "number": ("model.bn_momentum", "model.fc_width", "optim.eps", "method.error_gamma",
                "method.input_quantizer.gamma", "method.output_quantizer.gamma",
-               "method.callbacks.glorot_lr_scale.batch_norm_gamma", "method.callbacks.glorot_lr_scale.exponent"),
-    "bool": ("model.bias", "method.stochastic_activations", "method.input_quantizer.stochastic"),
-    # a folder: check_data / check_init_run look at it
-    "text": ("data.root", "method.init", "method.callbacks.inq.init", "method.callbacks.bottom_up.init"),
+               "method.callbacks.glorot_lr_scale.exponent"),
+    "bool": ("model.bias", "method.stochastic_activations", "method.input_quantizer.stochastic",
+             "method.callbacks.glorot_lr_scale.batch_norm_gamma"),
+    # a folder (check_data / check_init_run look at it), or a choice its constructor checks
+    "text": ("data.root", "method.init", "method.callbacks.inq.init", "method.callbacks.bottom_up.init",
+             "model.bn_gamma_init"),
 }
 _ALLOWED = {"bool": "true, false", "number": "a number", "text": "text", "list": "a list", "numbers": "a list of numbers"}
 
