@@ -22,8 +22,28 @@ def close(a, b):
 def test_binarize_scaled_eq6_forward_eq7_backward():
     w = torch.tensor([[0.5, -1.5], [0.2, -0.2]])  # two filters of n = 2; alpha = [1.0, 0.2]
     assert close(binarize_scaled(w), [[1.0, -1.0], [0.2, -0.2]])
-    # g * (1/n + alpha * 1[|w| <= 1]), g = 1
+    # g * (1/n + alpha * 1[|w| < 1]), g = 1
     assert close(grad_of(binarize_scaled, w), [[0.5 + 1.0, 0.5 + 0.0], [0.5 + 0.2, 0.5 + 0.2]])
+
+
+def test_binarize_scaled_at_plus_minus_one_follows_the_code_or_the_paper():
+    """allenai/XNOR-Net util.lua 83-84 (4006d59) zero the alpha * STE term where W >= 1 or W <= -1; weights
+    clipped to [-1, 1] every step sit there. The paper's 1[|r| <= 1] keeps it (edge="paper")."""
+    w = torch.tensor([[1.0, -1.0, 0.5, -0.5]])  # n = 4, alpha = 0.75
+    assert close(binarize_scaled(w), [[0.75, -0.75, 0.75, -0.75]])
+    assert close(grad_of(binarize_scaled, w), [[0.25, 0.25, 1.0, 1.0]])  # 1/n only at +-1
+    assert close(grad_of(lambda x: binarize_scaled(x, edge="paper"), w), [[1.0, 1.0, 1.0, 1.0]])
+    with pytest.raises(ValueError, match="edge='both' is invalid; valid: code, paper"):
+        binarize_scaled(w, edge="both")
+
+
+def test_xnor_activation_sign_cancels_its_gradient_at_one_as_binactivez():
+    """BinActiveZ.lua 14-15: gradInput[input:ge(1)] = 0 and [input:le(-1)] = 0 -- strict, unlike BNN's <=."""
+    from qbench.quant import ste_sign
+
+    x = torch.tensor([1.0, -1.0, 0.5, 1.5, -0.999])
+    assert close(grad_of(lambda v: ste_sign(v, 1.0, strict=True), x), [0.0, 0.0, 1.0, 0.0, 1.0])
+    assert close(grad_of(lambda v: ste_sign(v, 1.0), x), [1.0, 1.0, 1.0, 0.0, 1.0])
 
 
 def test_binarize_scaled_conv_filters_are_per_output_channel():

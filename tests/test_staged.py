@@ -27,6 +27,15 @@ def test_sq_ternary_layer_threshold_channel_scale():
     assert close(grad_of(sq_ternary, w), torch.ones(2, 2))
 
 
+def test_sq_ternary_threshold_is_the_codes_centred_mean():
+    """conv_layer_ternary.cu 18-31 (fa384c1): Delta = 0.7/N * asum(W - mean(W)); the uncentred W is then
+    compared with it (lowbit_functions.cu ternarize_kernel). The paper's TWN Delta is 0.7 E|W|."""
+    w = torch.tensor([[0.9, 0.5], [0.7, 0.3]])  # mean 0.6; mean|W - 0.6| = 0.2 -> Delta 0.14: all kept
+    assert close(sq_ternary(w), [[0.7, 0.7], [0.5, 0.5]])  # alpha = [(0.9 + 0.5) / 2, (0.7 + 0.3) / 2]
+    # the paper's Delta = 0.7 * 0.6 = 0.42 drops 0.3; alpha_1 = 0.7 over the one kept entry
+    assert close(sq_ternary(w, delta="paper"), [[0.7, 0.7], [0.7, 0.0]])
+
+
 def test_quantization_error_per_channel_and_element():
     w = torch.tensor([[0.5, -1.5], [0.2, -0.2], [0.0, 0.0]])
     q = sq_binary(w)  # row 0 -> [1, -1]: ||W - Q||_1 / ||W||_1 = (0.5 + 0.5) / 2; row 1 exact; row 2 zero
@@ -173,9 +182,14 @@ def test_binary_relax_eq10_by_hand():
     assert close(binary_relax(w, lam=3.0), [(1.8 + 0.5) / 4, (-1.8 - 1.5) / 4, (1.8 + 0.2) / 4, (-1.8 - 0.2) / 4])
     assert close(binary_relax(w, lam=math.inf), [0.6, -0.6, 0.6, -0.6])  # phase 2: the projection
     assert close(grad_of(lambda v: binary_relax(v, lam=2.0), w), torch.ones(4))  # gradient at u applied to w
-    wt = torch.tensor([0.9, -0.1, 0.3, -0.6])  # ternary: Delta = 0.3325, alpha = 0.75
-    assert close(binary_relax(wt, lam=math.inf, projection="ternary"), [0.75, 0.0, 0.0, -0.75])
-    assert close(binary_relax(wt, lam=1.0, projection="ternary"), [0.825, -0.05, 0.15, -0.675])
+    # ternary, as the authors' quantize_tnn (util/quant.py 19-30, 6b101aa): Delta = 0.7 E|w| = 0.3325 keeps 0.9
+    # and -0.6, and alpha is the mean over ALL four entries of |w| 1[|w| >= Delta]: 1.5 / 4 = 0.375
+    wt = torch.tensor([0.9, -0.1, 0.3, -0.6])
+    assert close(binary_relax(wt, lam=math.inf, projection="ternary"), [0.375, 0.0, 0.0, -0.375])
+    assert close(binary_relax(wt, lam=1.0, projection="ternary"), [0.6375, -0.05, 0.15, -0.4875])
+    # |w| = Delta is kept (data.ge(delta)): E|w| = 5, Delta = 3.5; alpha = (3.5 + 16.5) / 4 = 5
+    assert close(binary_relax(torch.tensor([3.5, -16.5, 0.0, 0.0]), lam=math.inf, projection="ternary"),
+                 [5.0, -5.0, 0.0, 0.0])
 
 
 def test_binary_relax_takes_lambda_as_a_tensor_too():

@@ -36,18 +36,22 @@ def stochastic_binarize(x: torch.Tensor, generator: torch.Generator | None = Non
     return torch.where(u < p, *_plus_minus_one(x))
 
 
-def ste_sign(x: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
+def ste_sign(x: torch.Tensor, clip: float = 1.0, strict: bool = False) -> torch.Tensor:
     """BNN's sign with the saturated STE (BNN eq. 4, "hardtanh" gradient).
 
     forward:  q = sign(x)
     backward: dq/dx = 1 if |x| <= clip else 0   (the gradient is cancelled where x saturates)
+              ``strict``: 1 if |x| < clip, the boundary cancelled too -- allenai/XNOR-Net's BinActiveZ
+              (newLayers/BinActiveZ.lua 14-15 at 4006d59: gradInput[input:ge(1)] = 0, [input:le(-1)] = 0)
     """
-    return straight_through(sign(x), _saturated_identity(x, clip))
+    return straight_through(sign(x), _saturated_identity(x, clip, strict))
 
 
-def _saturated_identity(x: torch.Tensor, clip: float) -> torch.Tensor:
-    """Equals x; its gradient is 1[|x| <= clip], boundary included (clamp's would be 0 there)."""
-    return torch.where(x.abs() <= clip, x, x.detach())
+def _saturated_identity(x: torch.Tensor, clip: float, strict: bool = False) -> torch.Tensor:
+    """Equals x; its gradient is 1[|x| <= clip], boundary included (clamp's would be 0 there), or with
+    ``strict`` 1[|x| < clip]."""
+    inside = x.abs() < clip if strict else x.abs() <= clip
+    return torch.where(inside, x, x.detach())
 
 
 def binaryconnect(w: torch.Tensor, mode: str = "det", generator: torch.Generator | None = None,

@@ -6,15 +6,17 @@ Phase 1 trains with the relaxed weights
 used in forward and backward; the gradient at u updates the float weights w (w <- w - lr * grad f(u)).
 lambda grows geometrically during training; phase 2 uses the exact projection u = Proj_Q(w)
 (lambda = inf). Projections onto the quantized set Q, per layer:
-    binary:  Proj(w) = mean|w| * sign(w)
-    ternary: Proj(w) = alpha * t,  t = sign(w) 1[|w| > Delta],  Delta = 0.7 E|w|, alpha = mean of |w| over t != 0
+    binary:  Proj(w) = mean|w| * sign(w)                                  (util/quant.py quantize_bw)
+    ternary: Proj(w) = alpha * t,  t = sign(w) 1[|w| >= Delta],  Delta = min(0.7 E|w|, 100),
+             alpha = mean over ALL entries of |w| 1[|w| >= Delta]          (util/quant.py quantize_tnn)
+The ternary projection follows the authors' code (penhunt/binaryrelax util/quant.py 19-30 at 6b101aa), not
+TWN's (|w| > Delta, alpha the mean over the kept entries only); no paper row uses it yet.
 """
 from __future__ import annotations
 
 import torch
 
 from qbench.quant.binary import sign
-from qbench.quant.scaled import ternarize
 from qbench.quant.ste import straight_through
 
 PROJECTIONS = ("binary", "ternary")
@@ -26,8 +28,9 @@ def project(w: torch.Tensor, projection: str = "binary") -> torch.Tensor:
     if projection == "binary":
         return w.abs().mean() * sign(w)
     if projection == "ternary":
-        t, alpha = ternarize(w, 0.7)
-        return alpha * t
+        a = w.abs()
+        kept = (a >= (0.7 * a.mean()).clamp(max=100.0)).to(w.dtype)
+        return (a * kept).mean() * kept * torch.sign(w)
     raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
 
 

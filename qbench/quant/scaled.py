@@ -12,16 +12,25 @@ def _per_filter_mean(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=tuple(range(1, x.dim())), keepdim=True) if x.dim() > 1 else x.mean()
 
 
-def binarize_scaled(w: torch.Tensor) -> torch.Tensor:
+def binarize_scaled(w: torch.Tensor, edge: str = "code") -> torch.Tensor:
     """XNOR-Net eq. 6 (BWN): W ~ alpha * sign(W), alpha = ||W||_l1 / n per output filter (n = filter size).
 
-    backward, eq. 7: dC/dW_i = dC/dW~_i * (1/n + alpha * 1[|W_i| <= 1])
-    (the 1/n term is alpha's own derivative; the second is sign's saturated STE, as in BNN).
+    backward, eq. 7: dC/dW_i = dC/dW~_i * (1/n + alpha * 1[|W_i| < 1])
+    (the 1/n term is alpha's own derivative; the second is sign's saturated STE). ``edge="code"`` (the default,
+    what the released models were trained with) cancels the STE term at |W| = 1 as allenai/XNOR-Net does
+    (util.lua 83-84 at 4006d59: m[W:le(-1)] = 0, m[W:ge(1)] = 0) -- weights clipped to +-1 sit exactly there;
+    ``edge="paper"`` keeps it, BNN's 1[|r| <= 1] that the paper's text cites.
     """
+    if edge not in EDGES:
+        raise ValueError(f"edge={edge!r} is invalid; valid: {', '.join(EDGES)}")
     n = w[0].numel() if w.dim() > 1 else w.numel()
     alpha = _per_filter_mean(w.abs()).detach()
-    surrogate = w / n + alpha * torch.where(w.abs() <= 1, w, w.detach())
+    inside = w.abs() < 1 if edge == "code" else w.abs() <= 1
+    surrogate = w / n + alpha * torch.where(inside, w, w.detach())
     return straight_through(alpha * sign(w), surrogate)
+
+
+EDGES = ("code", "paper")
 
 
 def binarize_learned_scale(w: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

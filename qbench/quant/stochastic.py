@@ -43,17 +43,29 @@ def sq_binary(w: torch.Tensor) -> torch.Tensor:
     return straight_through(alpha * sign(w.detach()), w)
 
 
-def sq_ternary(w: torch.Tensor, threshold_factor: float = 0.7) -> torch.Tensor:
-    """SQ-TWN's quantizer (official code): one threshold per layer, Delta = threshold_factor * E|W|, and
-    one scale per output channel, alpha_i = mean of |W_ij| over |W_ij| > Delta; Q_ij = alpha_i * sign(W_ij)
-    where |W_ij| > Delta, else 0. Backward: identity."""
+def sq_ternary(w: torch.Tensor, threshold_factor: float = 0.7, delta: str = "code") -> torch.Tensor:
+    """SQ-TWN's quantizer: one threshold per layer and one scale per output channel,
+    alpha_i = mean of |W_ij| over |W_ij| > Delta; Q_ij = alpha_i * sign(W_ij) where |W_ij| > Delta, else 0.
+    Backward: identity (the gradient at Q updates W: the layer's Backward_gpu uses the plain weight gradient).
+
+    ``delta="code"`` (default): Delta = threshold_factor * mean|W - mean(W)| -- the official layer centres W on
+    the layer's mean before its asum (dongyp13/Stochastic-Quantization conv_layer_ternary.cu 18-31 at fa384c1),
+    then compares the uncentred W with it (lowbit_functions.cu, ternarize_kernel and delta_kernel).
+    ``delta="paper"``: TWN's Delta = threshold_factor * mean|W|."""
     if threshold_factor <= 0:
         raise ValueError(f"threshold_factor must be > 0, got {threshold_factor}")
-    a = w.detach().abs()
-    mask = (a > threshold_factor * a.mean()).to(w.dtype)
+    if delta not in DELTAS:
+        raise ValueError(f"delta={delta!r} is invalid; valid: {', '.join(DELTAS)}")
+    w0 = w.detach()
+    a = w0.abs()
+    spread = (w0 - w0.mean()).abs().mean() if delta == "code" else a.mean()
+    mask = (a > threshold_factor * spread).to(w.dtype)
     rows_a, rows_m = _rows(a * mask), _rows(mask)
     alpha = _channel_view(rows_a.sum(1) / rows_m.sum(1).clamp_min(1), w)
-    return straight_through(alpha * torch.sign(w.detach()) * mask, w)
+    return straight_through(alpha * torch.sign(w0) * mask, w)
+
+
+DELTAS = ("code", "paper")
 
 
 def quantization_error(w: torch.Tensor, q: torch.Tensor, granularity: str = "channel") -> torch.Tensor:
