@@ -344,6 +344,32 @@ def test_xnor_code_grad_scale_multiplies_eq7_by_n_times_one_minus_one_over_c_in(
     assert XnorCodeGradScale.factor(torch.empty(256, 96, 5, 5)) == 96 * 25 * (1 - 1 / 96)
 
 
+def test_xnor_code_under_adam_drops_n_scales_every_gradient_by_1e9_so_decay_is_void():
+    """util.lua 85-88 and train.lua 185-187 (allenai/XNOR-Net 4006d59): under Adam the binarized weights'
+    gradient is eq. 7's times (1 - 1/c_in) only, then every gradient is multiplied by 1e9 before optim.adam,
+    whose weight decay (added to that gradient) and eps no longer count. One Adam step, worked by hand."""
+    model = nn.Sequential(nn.Linear(4, 1, bias=False), nn.Linear(1, 1, bias=False))
+    apply_layer_policy(model, binarize_scaled, None, False, True)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.5, -0.25, 1.0, -0.1]]))  # 1.0: the code's STE is 0 there
+        model[1].weight.fill_(1.0)
+    x = torch.tensor([[1.0, 1.0, 1.0, 1.0 + 2 ** -10]])
+    model(x).sum().backward()
+    alpha = (0.5 + 0.25 + 1.0 + 0.1) / 4  # 0.4625; the float layer's gradient alpha * (1 - 1 + 1 - x_4) < 0
+    g_float = alpha * (1 - 1 + 1 - (1 + 2 ** -10))
+    assert torch.allclose(model[1].weight.grad, torch.tensor([[g_float]]))
+    XnorCodeGradScale("adam").on_before_optimizer_step(_Trainer(model))
+    eq7 = torch.tensor([[0.25 + alpha, 0.25 + alpha, 0.25, 0.25 + alpha]]) * torch.tensor([[1.0, 1.0, 1.0, 1 + 2 ** -10]])
+    assert torch.allclose(model[0].weight.grad, 1e9 * 0.75 * eq7)  # (1 - 1/4), no n = 4
+    assert torch.allclose(model[1].weight.grad, torch.tensor([[1e9 * g_float]]), rtol=1e-4)  # float32 cancellation
+    opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
+    opt.step()
+    # first Adam step: -lr * g' / (|g'| + eps), g' = 1e9 g + 5e-4 p: the sign of the gradient, not of the decay
+    assert torch.allclose(model[0].weight, torch.tensor([[0.49, -0.26, 0.99, -0.11]]))
+    assert torch.allclose(model[1].weight, torch.tensor([[1.01]]))  # decay alone (g' > 0) would give 0.99
+    assert XnorCodeGradScale.factor(torch.empty(256, 96, 5, 5), "adam") == 1 - 1 / 96
+
+
 def test_the_trainer_scales_the_gradient_between_backward_and_step(tmp_path, data_root):
     """One plain-SGD step of BWN with and without XnorCodeGradScale: the binarized layer (8x8, factor
     8 * (1 - 1/8) = 7) moves exactly 7x as far; the float first and last layers move the same."""

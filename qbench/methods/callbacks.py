@@ -112,22 +112,38 @@ class XnorCodeWeights(Callback):
 
 
 class XnorCodeGradScale(Callback):
-    """allenai/XNOR-Net (util.lua, ``updateBinaryGradWeight``): the gradient of each binarized weight is
-    eq. 7's, dC/dW~ * (1/n + alpha * 1[|W| < 1]), times n * (1 - 1/c_in), with n the filter size (c_in x kh x
-    kw) and c_in the input channels. qbench's ``binarize_scaled`` gives eq. 7; this callback adds the constant
-    factor, which the paper's text does not have. Under SGD it multiplies those layers' step (about 2400x for
-    AlexNet's conv2); under Adam it mainly shrinks the weight decay relative to the gradient."""
+    """allenai/XNOR-Net (util.lua ``updateBinaryGradWeight``, train.lua; lines at 4006d59): the gradient of each
+    binarized weight is eq. 7's, dC/dW~ * (1/n + alpha * 1[|W| < 1]), times (1 - 1/c_in), and under SGD times n
+    too (util.lua 85-88: ``if opt.optimType == 'sgd' then m:mul(n)``), with n the filter size (c_in x kh x kw)
+    and c_in the input channels. qbench's ``binarize_scaled`` gives eq. 7; this callback adds the code's factor.
+
+    ``optimizer="adam"``: the factor is (1 - 1/c_in) without n, and then every parameter's gradient is
+    multiplied by 1e9 before the optimizer (train.lua 185-187, commit a9ebb14 "fix the precision issue for
+    xnornet"). Adam's step does not change with the gradient's scale, but its weight decay (added to the
+    scaled gradient) and eps do not scale: at 1e9 they are in effect zero, as they were for the released
+    AlexNet run."""
+
+    ADAM_SCALE = 1e9
+
+    def __init__(self, optimizer: str = "sgd"):
+        if optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer={optimizer!r} is invalid; valid: sgd, adam (the code's opt.optimType)")
+        self.optimizer = optimizer
 
     @staticmethod
-    def factor(w: torch.Tensor) -> float:
+    def factor(w: torch.Tensor, optimizer: str = "sgd") -> float:
         n = w[0].numel()
-        return n * (1.0 - 1.0 / w.shape[1])
+        return (1.0 - 1.0 / w.shape[1]) * (n if optimizer == "sgd" else 1.0)
 
     def on_before_optimizer_step(self, trainer) -> None:
         with torch.no_grad():
             for _, w in quantized_weights(trainer.model):
                 if w.grad is not None:
-                    w.grad.mul_(self.factor(w))
+                    w.grad.mul_(self.factor(w, self.optimizer))
+            if self.optimizer == "adam":
+                for p in trainer.model.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(self.ADAM_SCALE)
 
 
 class GlorotLRScale(Callback):
