@@ -293,6 +293,7 @@ class Trainer:
                     lr = self.optimizer.param_groups[-1]["lr"]
                     bar.start_epoch(epoch + 1, self.epochs, len(self.data.train))
                     train_loss, train_acc = self.train_epoch(bar)
+                    self._hook("on_train_epoch_end", epoch)
                     evaluate = (epoch + 1) % int(self.cfg.trainer.eval_every) == 0 or epoch + 1 == self.epochs
                     val_loss, val_acc, val_top5 = self.evaluate() if evaluate else (None, None, None)
                     test = self.evaluate_test() if evaluate and self.data.test is not None else None

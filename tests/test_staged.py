@@ -130,7 +130,8 @@ def test_power_of_two_eq3_by_hand():
 def test_inq_never_changes_a_frozen_weight_and_ends_on_the_grid():
     torch.manual_seed(0)
     model = _tiny_model(FrozenWeights(bits=4))
-    cb = IncrementalQuantization(epochs=4, portions=[0.5, 0.75, 0.875, 1.0], bits=4, init="given")
+    cb = IncrementalQuantization(epochs=4, portions=[0.5, 0.75, 0.875, 1.0], bits=4, init="given",
+                                 last_stage="share")
     t = FakeTrainer(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
@@ -158,6 +159,46 @@ def test_inq_never_changes_a_frozen_weight_and_ends_on_the_grid():
     for n, s in cb.layers.items():
         w = model.get_submodule(n).weight.detach()
         assert s["mask"].all() and torch.equal(w, power_of_two(w, 4, s["n1"]))  # every weight on the grid
+
+
+def test_inq_last_stage_is_one_step_as_the_codes_run_py():
+    """run.py 33-34 (c7f6a60): the last portion's solver runs max_iter 1, so trainer.epochs goes to the other
+    stages and every weight is quantized after the last epoch's training, before it is evaluated."""
+    model = _tiny_model(FrozenWeights(bits=5))
+    cb = IncrementalQuantization(epochs=3, init="given")  # portions 0.5, 0.75, 0.875 | 1.0 after epoch 3
+    assert cb.n_stages == 3 and cb.lr_restarts() == [0, 1, 2]
+    t = FakeTrainer(model)
+    shares = []
+    for epoch in range(3):
+        cb.on_epoch_start(t, epoch)
+        cb.on_train_epoch_end(t, epoch)
+        shares.append(round(float(cb.layers["0"]["mask"].double().mean()), 3))
+        metrics = cb.on_epoch_end(t, epoch)
+    assert shares[:2] == [0.5, 0.75] and shares[2] == 1.0  # epoch 3 trained at 0.875, then all quantized
+    assert metrics["inq_portion"] == 1.0 and metrics["inq_stage"] == 4
+    share = IncrementalQuantization(epochs=4, init="given", last_stage="share")
+    assert share.n_stages == 4
+    with pytest.raises(ValueError, match="leaves no stage to train"):
+        IncrementalQuantization(epochs=3, portions=[1.0], init="given")
+
+
+def test_inq_recomputes_n1_at_every_stage_from_all_weights_as_the_code():
+    """blob.cpp 527-529 (c7f6a60): each stage's n1 = floor(log2(4/3 max|W|)) over the layer's weights, the
+    frozen ones included. A float weight that grew to 2.0 raises n1 from 0 to 1, so it is frozen as 2, not
+    clamped to the first stage's largest level 1."""
+    model = nn.Sequential(nn.Linear(4, 1, bias=False))
+    apply_layer_policy(model, FrozenWeights(bits=5), None, False, False)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.9, 0.6, 0.3, 0.1]]))  # n1 = floor(log2(1.2)) = 0
+    cb = IncrementalQuantization(epochs=3, portions=[0.5, 0.75, 1.0], init="given", last_stage="share")
+    t = FakeTrainer(model)
+    cb.on_epoch_start(t, 0)  # 0.9 -> 1, 0.6 -> 0.5 frozen
+    assert close(model[0].weight, [[1.0, 0.5, 0.3, 0.1]]) and cb.layers["0"]["n1"] == 0
+    with torch.no_grad():
+        model[0].weight[0, 3] = 2.0  # retraining grew a float weight past 1.5 * 2^0
+    cb.on_epoch_start(t, 1)
+    assert cb.layers["0"]["n1"] == 1  # the frozen 1 and 0.5 are levels of the new codebook too: unchanged
+    assert close(model[0].weight, [[1.0, 0.5, 0.3, 2.0]])
 
 
 def test_inq_magnitude_partition_freezes_largest_first():
@@ -246,11 +287,11 @@ def test_sq_bwn_and_sq_twn_train_on_real_mnist(tmp_path):
 
 
 def test_inq_trains_fp_stage_then_portions_on_real_mnist(tmp_path):
-    p = qbench("train", "method=inq", *TINY_MNIST, "trainer.epochs=5", cwd=tmp_path)
+    p = qbench("train", "method=inq", *TINY_MNIST, "trainer.epochs=4", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     run = run_dir_of(p)
     m = metrics_of(run)
-    assert [r["inq_portion"] for r in m] == [0.0, 0.5, 0.75, 0.875, 1.0]
+    assert [r["inq_portion"] for r in m] == [0.0, 0.5, 0.75, 1.0]  # the last epoch trains at 0.875, then all
     assert m[-1]["inq_frozen_share"] == 1.0 and m[-1]["val_acc"] > 0.6
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
     for k, w in state.items():
@@ -287,10 +328,10 @@ def test_staged_method_mistakes_are_one_line_and_write_nothing(tmp_path, args, m
 def test_inq_from_a_finished_fp_run_and_resume_restores_its_masks(tmp_path):
     from test_cli import _kill_after_epoch
     fp = run_dir_of(qbench("train", "method=fp", *TINY_MNIST, "trainer.epochs=1", cwd=tmp_path))
-    p = qbench("train", "method=inq", f"method.init={fp}", *TINY_MNIST, "trainer.epochs=4", cwd=tmp_path)
+    p = qbench("train", "method=inq", f"method.init={fp}", *TINY_MNIST, "trainer.epochs=3", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     m = metrics_of(run_dir_of(p))
-    assert [r["inq_portion"] for r in m] == [0.5, 0.75, 0.875, 1.0]  # no fp stage: the init run is the FP model
+    assert [r["inq_portion"] for r in m] == [0.5, 0.75, 1.0]  # no fp stage: the init run is the FP model
     assert m[0]["val_acc"] > 0.6  # starts from the trained model: half quantized, still accurate
 
     args = ["method=inq", "method.partition=random", *TINY_MNIST, "data.subset=3000", "trainer.epochs=5", "seed=2"]

@@ -61,6 +61,9 @@ class Callback:
 
     def on_after_optimizer_step(self, trainer) -> None: ...
 
+    def on_train_epoch_end(self, trainer, epoch: int) -> None:
+        """After the epoch's last step, before its evaluation and checkpoint."""
+
     def on_epoch_end(self, trainer, epoch: int) -> dict[str, float] | None:
         return None
 
