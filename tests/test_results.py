@@ -511,3 +511,17 @@ def test_plot_legend_outside_whole_epoch_ticks_and_the_papers_figure_with_its_st
             if "paper" in line.get_label()}
     assert refs == {"row 0: paper 98.50 (primary)": (98.5, "--"), "row 1: paper 97.00 (unconfirmed)": (97.0, ":")}
     assert ax.get_lines()[0].get_color() == [ln for ln in ax.get_lines() if ln.get_label().startswith("row 0:")][0].get_color()
+
+
+def test_rows_run_before_they_followed_the_authors_code_are_marked_for_a_rerun(tmp_path):
+    """#30.5: SQ's BWN/TWN baselines now run SQ's own layers (sq_bwn / sq_twn at ratio 100%); the H100 runs in
+    results/sq were made with qbench's bwn and twn. They still fill their rows, marked, with their run counts."""
+    bwn, sq_bwn = "t1_cifar10_vgg_9_bwn_err", "t1_cifar10_vgg_9_sq_bwn_err"
+    _fake_run(tmp_path, "old", "bwn", 0, 0.89, tags={"paper": "sq", "table": "T1", "row": bwn, "tier": "full"})
+    _fake_run(tmp_path, "sq", "sq_bwn", 0, 0.90, tags={"paper": "sq", "table": "T1", "row": sq_bwn, "tier": "full"})
+    cells = {r[1]: r[5] for r in paper_table("sq", [str(tmp_path)], table="T1").rows}
+    assert cells["CIFAR10 VGG-9 BWN"] == "11.00 (n=1); made with method bwn, before this row ran sq_bwn: rerun"
+    assert cells["CIFAR10 VGG-9 SQ-BWN"] == "10.00 (n=1)"  # a run of the row's own method: nothing to say
+    published = (REPO / "results" / "sq" / "table.md").read_text()
+    assert "11.04 (n=1); made with method bwn, before this row ran sq_bwn: rerun" in published
+    assert "8.68 (n=1); made with method twn, before this row ran sq_twn: rerun" in published

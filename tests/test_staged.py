@@ -10,6 +10,7 @@ from conftest import TINY_MNIST, FakeTrainer, assert_refused, close, grad_of, me
 from qbench.methods import IncrementalQuantization, RelaxationSchedule, StochasticQuantization, apply_layer_policy
 from qbench.methods.stages import StagedSchedule
 from qbench.nn import FrozenWeights, StochasticQuantizer
+from qbench.quant.stochastic import code_roulette
 from qbench.quant import (binary_relax, inq_exponents, power_of_two, quantization_error, quantization_probability,
                           roulette_select, sq_binary, sq_ternary)
 
@@ -106,6 +107,55 @@ def test_sq_schedule_selects_round_r_n_channels_per_layer_each_stage():
             n = m.weight.shape[0]
             assert (mask is None and ratio == 1.0) or int(mask.sum()) == math.floor(ratio * n + 0.5)
         assert cb.on_epoch_end(t, epoch)["sq_ratio"] == ratio
+
+
+def _kept_share(e, ratio, draws=20000):
+    torch.manual_seed(0)
+    e = torch.tensor(e, dtype=torch.float64)
+    return sum((~code_roulette(e, ratio)).double() for _ in range(draws)) / draws
+
+
+def test_code_roulette_keeps_int_1_minus_r_n_channels_in_float_with_probability_e():
+    """conv_layer_binary.cu 78-96 (fa384c1): real_num = int((1 - ratio/100) num) channels are set to real, one
+    draw at a time, each hit with probability norm[n] / sum over the channels not yet drawn."""
+    e = [0.1, 0.2, 0.3, 0.4]  # sums to 1: p = e
+    assert int((~code_roulette(torch.tensor(e), 0.5)).sum()) == 2 and int((~code_roulette(torch.tensor(e), 0.75)).sum()) == 1
+    assert torch.allclose(_kept_share(e, 0.75), torch.tensor(e, dtype=torch.float64), atol=0.012)  # one draw: e_i
+    # two draws: P(i kept) = p_i + sum_{j != i} p_j p_i / (1 - p_j)
+    two = [p + sum(q * p / (1 - q) for q in e if q != p) for p in e]
+    assert torch.allclose(_kept_share(e, 0.5), torch.tensor(two, dtype=torch.float64), atol=0.012)
+    # a channel with no error is never kept in float, so fewer can be kept than asked
+    assert (~code_roulette(torch.tensor([0.0, 0.5, 0.5, 0.0]), 0.0)).tolist() == [False, True, True, False]
+
+
+def test_code_and_paper_draws_differ_as_the_issue_measured():
+    """r = 0.75 over 8 channels with e = 0.2 .. 0.9: the code quantizes the lowest-error channel with
+    probability ~0.90 and the highest ~0.61; the paper's reading (f(1/e), round(rN) quantized) ~0.96 and ~0.55."""
+    e = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    code = 1 - _kept_share(e, 0.75)
+    assert abs(code[0] - 0.90) < 0.015 and abs(code[-1] - 0.61) < 0.015
+    torch.manual_seed(0)
+    prob = quantization_probability(torch.tensor(e, dtype=torch.float64), "linear")
+    paper = sum(roulette_select(prob, 0.75).double() for _ in range(20000)) / 20000
+    assert abs(paper[0] - 0.96) < 0.015 and abs(paper[-1] - 0.55) < 0.015
+
+
+def test_sq_code_selection_redraws_at_every_forward_evaluation_included():
+    from qbench.config import compose
+    from qbench.methods import build_method
+
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    method = build_method(compose(["method=sq_bwn"]).method)  # selection: code
+    method.apply(model)
+    sq = [cb for cb in method.callbacks if isinstance(cb, StochasticQuantization)][0]
+    sq.on_epoch_start(FakeTrainer(model), 0)  # ratio 0.5: int(0.5 * 16) = 8 channels of layer 0 stay float
+    model.eval()
+    masks = []
+    with torch.no_grad():
+        for _ in range(6):
+            model(torch.randn(2, 6))
+            masks.append(model[0].weight_quantizer.mask.clone())
+    assert all(int(m.sum()) == 8 for m in masks) and len({tuple(m.tolist()) for m in masks}) > 1
 
 
 def test_stages_split_epochs_and_restart_points():

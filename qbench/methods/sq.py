@@ -7,10 +7,18 @@ import torch
 from qbench.methods.callbacks import layers_quantized_by
 from qbench.methods.stages import StagedSchedule, check_fractions
 from qbench.nn.partial import StochasticQuantizer
-from qbench.quant.stochastic import PROB_FNS, quantization_error, quantization_probability, roulette_select
+import functools
+
+from qbench.quant.stochastic import (PROB_FNS, code_roulette, quantization_error, quantization_probability,
+                                     roulette_select)
 
 RESELECT = ("iteration", "epoch")
 GRANULARITY = ("channel", "element")
+SELECTIONS = ("code", "paper")
+
+
+def _code_draw(w: torch.Tensor, q: torch.Tensor, ratio: float) -> torch.Tensor:
+    return code_roulette(quantization_error(w, q, "channel"), ratio)
 
 
 def sq_layers(model):
@@ -18,11 +26,17 @@ def sq_layers(model):
 
 
 class StochasticQuantization(StagedSchedule):
-    """Stage s quantizes round(ratios[s] * N) channels (or elements) of every layer, drawn with probability
-    f(1 / e) (lower quantization error, more likely), afresh every iteration or every epoch."""
+    """Stage s quantizes a growing share ratios[s] of every layer's channels.
+
+    ``selection="code"`` (the official layers, the default): at every forward -- evaluation too -- int((1 - r) N)
+    channels are drawn to stay in full precision with probability proportional to their error e
+    (``code_roulette``); the rest are quantized. ``selection="paper"`` (sec. 3.2): round(r N) channels (or
+    elements) are drawn to be quantized with probability f(1 / e), afresh every iteration or every epoch
+    (``reselect``), and evaluation uses the last draw."""
 
     def __init__(self, epochs: int, ratios=(0.5, 0.75, 0.875, 1.0), prob_fn: str = "linear",
-                 reselect: str = "iteration", granularity: str = "channel", stage_mode: str = "restart"):
+                 reselect: str = "iteration", granularity: str = "channel", stage_mode: str = "restart",
+                 selection: str = "paper"):
         self.ratios = check_fractions(ratios, "method.ratios")
         if prob_fn not in PROB_FNS:
             raise ValueError(f"method.prob_fn={prob_fn!r} is invalid; valid: {', '.join(PROB_FNS)}")
@@ -30,6 +44,13 @@ class StochasticQuantization(StagedSchedule):
             raise ValueError(f"method.reselect={reselect!r} is invalid; valid: {', '.join(RESELECT)}")
         if granularity not in GRANULARITY:
             raise ValueError(f"method.granularity={granularity!r} is invalid; valid: {', '.join(GRANULARITY)}")
+        if selection not in SELECTIONS:
+            raise ValueError(f"method.selection={selection!r} is invalid; valid: {', '.join(SELECTIONS)}")
+        if selection == "code" and (prob_fn != "linear" or granularity != "channel" or reselect != "iteration"):
+            raise ValueError("method.selection=code draws channels at every forward with probability e_i, as the "
+                             "official layers do; method.prob_fn, method.granularity and method.reselect are the "
+                             "paper's reading's settings: use method.selection=paper to change them")
+        self.selection = selection
         super().__init__(epochs, len(self.ratios), stage_mode, what="SQ stages (method.ratios)")
         self.prob_fn, self.reselect, self.granularity = prob_fn, reselect, granularity
         self.ratio = self.ratios[0]
@@ -41,7 +62,10 @@ class StochasticQuantization(StagedSchedule):
             q = m.weight_quantizer
             w = m.weight.detach()
             if self.ratio >= 1.0:
-                q.mask = None
+                q.mask, q.draw = None, None
+                continue
+            if self.selection == "code":  # drawn by the layer itself at each forward
+                q.mask, q.draw = None, functools.partial(_code_draw, ratio=self.ratio)
                 continue
             err = quantization_error(w, q.quantizer(w), self.granularity)
             q.mask = roulette_select(quantization_probability(err, self.prob_fn), self.ratio)
@@ -51,7 +75,7 @@ class StochasticQuantization(StagedSchedule):
         self.select(trainer.model)  # also the mask of an epoch's first iteration with reselect=iteration
 
     def on_train_batch_start(self, trainer, step: int) -> None:
-        if self.reselect == "iteration" and step > 0:
+        if self.selection == "paper" and self.reselect == "iteration" and step > 0:
             self.select(trainer.model)
 
     @torch.no_grad()

@@ -17,15 +17,21 @@ def _broadcast(mask: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 class StochasticQuantizer(nn.Module):
     """SQ's hybrid weight: quantized where ``mask`` is set (gradient through ``quantizer``'s STE), full
-    precision elsewhere. ``mask=None`` quantizes everything (SQ ratio 100%)."""
+    precision elsewhere. ``mask=None`` quantizes everything (SQ ratio 100%). ``draw``: a function (W, Q) -> mask
+    called at every forward, training and evaluation alike, as the official layers re-draw in their
+    Forward_gpu (``selection=code``); None: the schedule sets ``mask``."""
 
     def __init__(self, quantizer):
         super().__init__()
         self.quantizer = quantizer
         self.mask: torch.Tensor | None = None
+        self.draw = None
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         q = self.quantizer(w)
+        if self.draw is not None:
+            with torch.no_grad():
+                self.mask = self.draw(w.detach(), q.detach())
         return q if self.mask is None else torch.where(_broadcast(self.mask, w), q, w)
 
     def describe(self) -> str:

@@ -10,7 +10,8 @@ quantization of the layer:
 
 and round(r * N) (half up) of the N channels are drawn by roulette wheel without replacement (r: the SQ ratio).
 The drawn channels are quantized (gradients reach the float weights through the STE), the rest stay full
-precision. Drawing k items without replacement with probabilities p_i is done in one shot as the top-k of
+precision. That is the paper's reading; the official layers (``code_roulette``) draw the other way round:
+int((1 - r) N) channels to keep in full precision, with probability proportional to e_i itself. Drawing k items without replacement with probabilities p_i is done in one shot as the top-k of
 log p_i + Gumbel noise, which has exactly the distribution of k successive roulette-wheel draws
 (each from the renormalized remaining wheel).
 """
@@ -96,6 +97,24 @@ def quantization_probability(error: torch.Tensor, prob_fn: str = "linear") -> to
     else:  # softmax: exp(q) normalized, computed stably
         f = torch.exp(q - q.max())
     return (f / f.sum()).to(error.dtype).view_as(error)
+
+
+def code_roulette(error: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The official SQ layers' draw (dongyp13/Stochastic-Quantization conv_layer_binary.cu 78-96 and
+    conv_layer_ternary.cu ``Roulette``, fa384c1): int((1 - ratio) N) channels are picked to stay in FULL
+    precision, one after another without replacement, each with probability e_i / (sum of the e not yet
+    picked); a channel with e_i = 0 is never picked. Returns the mask of the channels to QUANTIZE (the rest).
+    The sequential draw is taken in one shot as the top-k of log e_i + Gumbel noise (the same distribution)."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"the SQ ratio must be in [0, 1], got {ratio}")
+    e = error.flatten().double()
+    k = min(int((1.0 - ratio) * e.numel()), int((e > 0).sum()))  # the code's int(): truncation
+    keep = torch.zeros(e.numel(), dtype=torch.bool, device=error.device)
+    if k > 0:
+        u = torch.rand(e.numel(), generator=generator, dtype=torch.float64, device=error.device).clamp_(1e-300, 1.0)
+        keys = torch.where(e > 0, torch.log(e.clamp_min(1e-300)), torch.full_like(e, -math.inf)) - torch.log(-torch.log(u))
+        keep[keys.topk(k).indices] = True
+    return (~keep).view_as(error)
 
 
 def roulette_select(prob: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:

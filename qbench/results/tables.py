@@ -173,11 +173,13 @@ def paper_table(key: str, run_patterns: list[str], table: str | None = None, tie
     out = Output(title, ["table", "figure", "metric", "paper", "status", "reproduced (mean ± std)", "Δ", "epochs"],
                  key_columns=2)
     shown = []
+    methods = {(g.paper, g.id): (g.experiment or {}).get("method") for g in paper.figures}
     for f in paper.figures:
         if table is not None and (f.table or "-") != table:
             continue
         matched = _candidates(f, groups, tier)
-        out.add(*_figure_row(f, matched, _not_counted(f, unfinished, tier)))
+        method = methods.get((f.run_paper, f.run_row)) if f.run_paper == f.paper else None
+        out.add(*_figure_row(f, matched, _not_counted(f, unfinished, tier), method))
         if len(matched) == 1:
             shown += matched[0].runs
     out.notes = provenance(shown) or [
@@ -267,10 +269,15 @@ def _not_counted(f: Figure, runs: list[Run], tier: str) -> str:
     return ", ".join(parts)
 
 
-def _figure_row(f: Figure, groups: list[Group], not_counted: str = "") -> list:
+def _figure_row(f: Figure, groups: list[Group], not_counted: str = "", method: str | None = None) -> list:
+    """``method``: the method the row runs now; runs made with another (before the row was changed to follow
+    the authors' code) still fill it, marked as such."""
     row = _reproduced(f, groups, not_counted)
     if f.run_paper != f.paper and row[-3]:  # a figure cited from another paper: say whose runs fill it
         row[-3] += f" ({f.run_paper}'s row)"
+    made_with = sorted({str((r.config.get("method") or {}).get("name")) for g in groups for r in g.runs} - {method})
+    if method and len(groups) == 1 and made_with:
+        row[-3] += f"; made with method {', '.join(made_with)}, before this row ran {method}: rerun"
     return row
 
 
