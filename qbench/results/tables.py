@@ -173,13 +173,13 @@ def paper_table(key: str, run_patterns: list[str], table: str | None = None, tie
     out = Output(title, ["table", "figure", "metric", "paper", "status", "reproduced (mean ± std)", "Δ", "epochs"],
                  key_columns=2)
     shown = []
-    methods = {(g.paper, g.id): (g.experiment or {}).get("method") for g in paper.figures}
+    own = {g.id: g for g in paper.figures}
     for f in paper.figures:
         if table is not None and (f.table or "-") != table:
             continue
         matched = _candidates(f, groups, tier)
-        method = methods.get((f.run_paper, f.run_row)) if f.run_paper == f.paper else None
-        out.add(*_figure_row(f, matched, _not_counted(f, unfinished, tier), method))
+        source = own.get(f.run_row) if f.run_paper == f.paper else None
+        out.add(*_figure_row(f, matched, _not_counted(f, unfinished, tier), source, tier))
         if len(matched) == 1:
             shown += matched[0].runs
     out.notes = provenance(shown) or [
@@ -269,16 +269,59 @@ def _not_counted(f: Figure, runs: list[Run], tier: str) -> str:
     return ", ".join(parts)
 
 
-def _figure_row(f: Figure, groups: list[Group], not_counted: str = "", method: str | None = None) -> list:
-    """``method``: the method the row runs now; runs made with another (before the row was changed to follow
-    the authors' code) still fill it, marked as such."""
+def _figure_row(f: Figure, groups: list[Group], not_counted: str = "", source: Figure | None = None,
+                tier: str = "full") -> list:
+    """``source``: the figure whose row makes the runs. Runs made before that row changed (to follow the
+    authors' code) still fill it, marked with the settings in which they differ from what it runs now."""
     row = _reproduced(f, groups, not_counted)
     if f.run_paper != f.paper and row[-3]:  # a figure cited from another paper: say whose runs fill it
         row[-3] += f" ({f.run_paper}'s row)"
-    made_with = sorted({str((r.config.get("method") or {}).get("name")) for g in groups for r in g.runs} - {method})
-    if method and len(groups) == 1 and made_with:
-        row[-3] += f"; made with method {', '.join(made_with)}, before this row ran {method}: rerun"
+    if source is not None and source.experiment and len(groups) == 1:
+        stale = _stale_settings(source, groups[0].runs, tier)
+        if stale:
+            row[-3] += f"; made with {', '.join(stale)}: rerun"
     return row
+
+
+def _setting(config: dict, key: str):
+    """A run's value of a row's setting: a group's name (method, model, dataset) or a dotted key."""
+    node = config
+    for part in (f"{key}.name" if key in ("method", "model", "dataset") else key).split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
+        node = node[part]
+    return node
+
+
+_ABSENT = object()
+
+
+def _stale_settings(f: Figure, runs: list[Run], tier: str) -> list[str]:
+    """'method.keep_first_fp True, now False' for each setting of the row (its identity and dotted keys; a
+    group choice such as optim=sgd names no single value) in which one of ``runs`` differs from it."""
+    from qbench.results.reproduce import settings
+
+    try:
+        want = settings(f, tier)
+    except UserError:
+        return []
+    out = []
+    for key, value in want.items():
+        if "." not in key and key not in ("method", "model", "dataset"):
+            continue
+        have = {json.dumps(v, sort_keys=True, default=str) for v in (_setting(r.config, key) for r in runs)
+                if v is not _ABSENT}
+        now = json.dumps(value, sort_keys=True, default=str)
+        if have and have != {now} and not _same_number(have, value):
+            out.append(f"{key} {' / '.join(sorted(have))}, now {now}")
+    return out
+
+
+def _same_number(have: set[str], value) -> bool:
+    try:
+        return all(abs(float(json.loads(h)) - float(value)) <= 1e-12 * max(1.0, abs(float(value))) for h in have)
+    except (TypeError, ValueError):
+        return False
 
 
 def _reproduced(f: Figure, groups: list[Group], not_counted: str = "") -> list:
