@@ -520,8 +520,16 @@ def test_rows_run_before_they_followed_the_authors_code_are_marked_for_a_rerun(t
     _fake_run(tmp_path, "old", "bwn", 0, 0.89, tags={"paper": "sq", "table": "T1", "row": bwn, "tier": "full"})
     _fake_run(tmp_path, "sq", "sq_bwn", 0, 0.90, tags={"paper": "sq", "table": "T1", "row": sq_bwn, "tier": "full"})
     cells = {r[1]: r[5] for r in paper_table("sq", [str(tmp_path)], table="T1").rows}
-    assert cells["CIFAR10 VGG-9 BWN"] == "11.00 (n=1); made with method bwn, before this row ran sq_bwn: rerun"
+    assert cells["CIFAR10 VGG-9 BWN"] == '11.00 (n=1); made with method "bwn", now "sq_bwn": rerun'
     assert cells["CIFAR10 VGG-9 SQ-BWN"] == "10.00 (n=1)"  # a run of the row's own method: nothing to say
     published = (REPO / "results" / "sq" / "table.md").read_text()
-    assert "11.04 (n=1); made with method bwn, before this row ran sq_bwn: rerun" in published
-    assert "8.68 (n=1); made with method twn, before this row ran sq_twn: rerun" in published
+    assert '11.04 (n=1); made with method "bwn", now "sq_bwn": rerun' in published
+    assert '8.68 (n=1); made with method "twn", now "sq_twn": rerun' in published
+    # a method setting the row changed: the TWN rows quantize the first and last layers as caffe-twns does
+    twn = {"paper": "twn", "table": "T2", "row": "t2_mnist_lenet_5_twn_acc", "tier": "full"}
+    _fake_run(tmp_path / "t", "kept", "twn", 0, 0.99, tags=twn, keep_first_fp=True, keep_last_fp=False,
+              threshold_factor=0.75)
+    cell = {r[1]: r[5] for r in paper_table("twn", [str(tmp_path / "t")], table="T2").rows}["MNIST LeNet-5 TWN"]
+    assert cell == "99.00 (n=1); made with method.keep_first_fp true, now false: rerun", cell  # 0.75 agrees
+    assert "made with method.keep_first_fp true, now false, method.keep_last_fp true, now false: rerun" in (
+        REPO / "results" / "twn" / "table_T2.md").read_text()

@@ -297,8 +297,9 @@ _ABSENT = object()
 
 
 def _stale_settings(f: Figure, runs: list[Run], tier: str) -> list[str]:
-    """'method.keep_first_fp True, now False' for each setting of the row (its identity and dotted keys; a
-    group choice such as optim=sgd names no single value) in which one of ``runs`` differs from it."""
+    """'method.keep_first_fp true, now false' for each setting of the row's method (which method, and its
+    method.* keys: what a change to follow the authors' code alters) in which one of ``runs`` differs from it.
+    The rest of a recipe (epochs, optimizer) is not compared: a run tagged for the row was made with it."""
     from qbench.results.reproduce import settings
 
     try:
@@ -307,7 +308,7 @@ def _stale_settings(f: Figure, runs: list[Run], tier: str) -> list[str]:
         return []
     out = []
     for key, value in want.items():
-        if "." not in key and key not in ("method", "model", "dataset"):
+        if key != "method" and not key.startswith("method."):
             continue
         have = {json.dumps(v, sort_keys=True, default=str) for v in (_setting(r.config, key) for r in runs)
                 if v is not _ABSENT}
