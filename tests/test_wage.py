@@ -116,6 +116,21 @@ def test_gradients_eq11_stochastic_rounding_unbiased_on_grid():
     assert abs(draws[:, 0].mean() - 9.6) < 0.02 and abs(draws[:, 1].mean() + 3.2) < 0.02  # E[sr(x)] = x
 
 
+def test_gradient_keeps_fractions_below_16_bits_as_the_codes_q_does():
+    """Quantize.py (9d57688): G passes LR * x through Q(., bitsR = 16), and Q returns x unchanged for more than
+    15 bits -- so a fraction of 2^-17 still rounds up with probability 2^-17. Worked exactly: with the same
+    random stream, entry i rounds up iff u_i < frac_i."""
+    n = 1_000_000
+    g = torch.full((n,), (3 + 2 ** -17) / 8)
+    g[0] = 1.0  # max|g| = 1: Shift = 1, so x = 8 g = 3 + 2^-17 (8 for the first entry)
+    gen = torch.Generator().manual_seed(0)
+    u = torch.rand(n, generator=torch.Generator().manual_seed(0))
+    out = wage_gradient(g, bits=8, lr=8.0, generator=gen) * 128
+    expected = 3 + (u < 2 ** -17).float()
+    expected[0] = 8
+    assert torch.equal(out, expected) and int((out[1:] == 4).sum()) > 0  # rounded to 2^-15 first, none would be
+
+
 def test_wage_update_eq14_clips_to_the_weight_range():
     p = torch.nn.Parameter(torch.tensor([0.49, -0.2, 0.0]))
     opt = WAGEGradientDescent([p], lr=8, bits_g=8, bits_w=2)

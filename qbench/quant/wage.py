@@ -15,8 +15,10 @@ weights, activations, gradients and errors as k-bit integers (times a power of t
 
 L0 is sqrt(3 / fan_in) as in the official code (its logs print alpha = 2, 16, 16, 16, 16, 32, 32, 16 for VGG-7
 and 2, 16, 16, 8 for LeNet-5;
-the paper's text writes sqrt(6 / fan_in)). The code also rounds lr * g / Shift(max|g|) to 16 bits before the
-stochastic rounding ("randomizer" bits); kept here.
+the paper's text writes sqrt(6 / fan_in)). The code passes lr * g / Shift(max|g|) through Q(., bitsR = 16) before
+the stochastic rounding, but its Q returns x unchanged for more than 15 bits (boluoweifenda/WAGE
+source/Quantize.py, ``Q``: ``if bits > 15: return x``, at 9d57688): nothing is rounded there, and qbench rounds
+nothing either.
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ import torch
 from qbench.quant.ste import quantize_backward, straight_through
 
 BETA = 1.5
-RANDOMIZER_BITS = 16
 
 
 def wage_sigma(k: int) -> float:
@@ -130,8 +131,6 @@ def wage_gradient(g: torch.Tensor, bits: int = 8, lr: float = 8.0, generator: to
     if m == 0:
         return torch.zeros_like(g)
     x = lr * g / wage_shift(m)
-    r = 2.0 ** (RANDOMIZER_BITS - 1)
-    x = torch.round(x * r) / r
     a = x.abs()
     floor = torch.floor(a)
     u = torch.rand(g.shape, generator=generator, device=g.device, dtype=g.dtype)
