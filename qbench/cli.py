@@ -212,7 +212,8 @@ def _sweep_dir(overrides: list[str]) -> tuple[list[str], Path | None]:
     from qbench.config import config_dir
 
     given = [o for o in overrides if o.split("=", 1)[0] == "hydra.sweep.dir"]
-    value = given[-1].split("=", 1)[1] if given else OmegaConf.load(config_dir() / "train.yaml").hydra.sweep.dir
+    value = given[-1].split("=", 1)[1] if given else OmegaConf.to_container(
+        OmegaConf.load(config_dir() / "train.yaml"), resolve=False)["hydra"]["sweep"]["dir"]
     value = _resolve_now(str(value))
     rest = [o for o in overrides if o.split("=", 1)[0] != "hydra.sweep.dir"]
     return rest + [f"hydra.sweep.dir={value}"], (None if "${" in value else Path(value))
