@@ -11,7 +11,7 @@ from torch import nn
 
 from qbench.methods import build_method
 from qbench.nn.layers import _QuantizedMixin
-from qbench.quant.registry import quantizer_bits
+from qbench.quant.facts import quantizer_bits
 from qbench.report import console as default_console
 from qbench.train import build_model
 

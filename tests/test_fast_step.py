@@ -9,7 +9,7 @@ from torch import nn
 from conftest import DATA
 from qbench.config import compose
 from qbench.methods import build_method
-from qbench.quant.registry import exact_in_bf16
+from qbench.quant.facts import exact_in_bf16
 
 TINY = ["model=mlp", "model.hidden=[64,64]", "dataset=mnist", "data.subset=300", "data.val_subset=200",
         "trainer.batch_size=100", "trainer.epochs=1", "trainer.progress=false", "trainer.device=cpu"]

@@ -6,7 +6,7 @@ identity in the forward pass and quantizes the gradient flowing back (DoReFa's g
 real-valued ``weight`` stays the parameter the optimizer updates (BinaryConnect Algorithm 1). With both
 quantizers None the layer computes exactly what the full-precision layer computes. Under bf16 autocast a layer
 computes in bf16 only where its quantized values are exact in bf16 (+-1, WAGE grids, fixed point), else in
-float32 (``qbench.quant.registry.exact_in_bf16``). A quantizer whose function takes ``training`` is told whether
+float32 (``qbench.quant.facts.exact_in_bf16``). A quantizer whose function takes ``training`` is told whether
 the layer is training: stochastic binarization is a train-time rule (BinaryConnect's code tests stochastic nets
 with the real-valued weights; BNN samples activations at train time only).
 """
@@ -130,7 +130,7 @@ class _QuantizedMixin:
         return q
 
     def _set_quantizers(self, weight_quantizer, input_quantizer, output_quantizer, input_scale) -> None:
-        from qbench.quant.registry import exact_in_bf16
+        from qbench.quant.facts import exact_in_bf16
 
         self.weight_quantizer, self.input_quantizer = weight_quantizer, input_quantizer
         self._takes_training = (takes_training(weight_quantizer), takes_training(input_quantizer))  # once, not per call

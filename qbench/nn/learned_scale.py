@@ -13,6 +13,8 @@ from qbench.quant.scaled import binarize_learned_scale
 
 
 class LearnedScaleBinarize(nn.Module):
+    bits = 1  # +-alpha per filter
+
     def __init__(self):
         super().__init__()
         self.alpha = nn.Parameter(torch.empty(0))

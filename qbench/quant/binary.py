@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from qbench.quant.facts import quantizer
 from qbench.quant.ste import straight_through
 
 
@@ -12,6 +13,7 @@ def _plus_minus_one(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.new_ones(()), x.new_full((), -1.0)
 
 
+@quantizer(bits=1, exact_in_bf16=True, alias="sign")
 def sign(x: torch.Tensor) -> torch.Tensor:
     """BNN eq. 1: x_b = +1 if x >= 0 else -1. Never 0 (``torch.sign`` would give 0 at 0).
 
@@ -25,6 +27,7 @@ def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
+@quantizer(bits=1, exact_in_bf16=True, alias="stochastic_binarize")
 def stochastic_binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """BinaryConnect eq. 2 / BNN eq. 2: +1 with probability hard_sigmoid(x), else -1.
 
@@ -36,6 +39,7 @@ def stochastic_binarize(x: torch.Tensor, generator: torch.Generator | None = Non
     return torch.where(u < p, *_plus_minus_one(x))
 
 
+@quantizer(bits=1, exact_in_bf16=True, alias="ste_sign")
 def ste_sign(x: torch.Tensor, clip: float = 1.0, strict: bool = False) -> torch.Tensor:
     """BNN's sign with the saturated STE (BNN eq. 4, "hardtanh" gradient).
 
@@ -54,6 +58,7 @@ def _saturated_identity(x: torch.Tensor, clip: float, strict: bool = False) -> t
     return torch.where(inside, x, x.detach())
 
 
+@quantizer(bits=1, exact_in_bf16=lambda a: a["mode"] != "stoch", alias="binaryconnect")
 def binaryconnect(w: torch.Tensor, mode: str = "det", generator: torch.Generator | None = None,
                   training: bool = True) -> torch.Tensor:
     """BinaryConnect weight binarization (Courbariaux et al. 2015, eq. 1 det / eq. 2 stoch).
@@ -87,6 +92,7 @@ def binaryconnect_init(w: torch.Tensor, bound: float = 1.0) -> torch.Tensor:
         return w.uniform_(-bound, bound)
 
 
+@quantizer(bits=1, exact_in_bf16=True, alias="approx_sign")
 def approx_sign(x: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
     """Sign with the ApproxSign gradient (Bi-Real Net; "Back to Simplicity" eq. 3).
 
@@ -101,6 +107,7 @@ def approx_sign(x: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
     return straight_through(sign(x), torch.where(inside, surrogate, surrogate.detach()))
 
 
+@quantizer(bits=1, exact_in_bf16=lambda a: a["scaling"] == "none")
 def binarize(x: torch.Tensor, ste: str = "clip", clip: float = 1.0, scaling: str = "none",
              stochastic: bool | None = False, training: bool = True) -> torch.Tensor:
     """A binary quantizer assembled from the choices "Back to Simplicity" compares:

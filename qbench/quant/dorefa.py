@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from qbench.quant.binary import sign
+from qbench.quant.facts import quantizer
 from qbench.quant.ste import quantize_backward, straight_through
 
 
@@ -26,6 +27,7 @@ def quantize_k(x: torch.Tensor, k: int) -> torch.Tensor:
     return straight_through(torch.round(x * n) / n, x)
 
 
+@quantizer(bits=lambda a: a["k"], alias="dorefa_weight")
 def dorefa_weight(w: torch.Tensor, k: int) -> torch.Tensor:
     """DoReFa eq. 9 (k > 1) and eq. 7-8 (k = 1); k = 32 leaves w unchanged.
 
@@ -41,6 +43,7 @@ def dorefa_weight(w: torch.Tensor, k: int) -> torch.Tensor:
     return 2 * quantize_k(t / (2 * t.abs().max()) + 0.5, k) - 1
 
 
+@quantizer(bits=lambda a: a["k"], alias="dorefa_activation")
 def dorefa_activation(x: torch.Tensor, k: int) -> torch.Tensor:
     """DoReFa eq. 10: quantize_k(clip(x, 0, 1)); gradient 1 inside [0, 1], 0 outside. k = 32: unchanged
     (the official code then uses plain ReLU, which is the model's own activation here)."""
@@ -67,6 +70,7 @@ def dorefa_gradient(g: torch.Tensor, k: int, generator: torch.Generator | None =
     return 2 * safe * (torch.round(x * n) / n - 0.5) * (gmax > 0)
 
 
+@quantizer(bits=lambda a: a["k"])
 def dorefa_gradient_ste(x: torch.Tensor, k: int) -> torch.Tensor:
     """Identity in the forward pass; quantizes the gradient flowing back through ``x`` with
     ``dorefa_gradient``. Applied to the output of each quantized layer."""

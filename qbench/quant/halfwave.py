@@ -9,6 +9,7 @@ import functools
 import torch
 
 from qbench.quant.dorefa import _check_bits
+from qbench.quant.facts import quantizer
 from qbench.quant.ste import straight_through
 
 MAX_BITS = 8  # the step is fitted over 2^k - 1 levels by numerical integration; HWGQ and TSQ use 1-4 bits
@@ -76,6 +77,7 @@ def hwgq_step(k: int, sparsity: float = 0.5) -> float:
                                           options={"xatol": 1e-7}).x)
 
 
+@quantizer(bits=lambda a: a["k"], alias="hwgq")
 def hwgq(x: torch.Tensor, k: int = 2, sparsity: float = 0.5) -> torch.Tensor:
     """HWGQ forward: Q(x) = 0 for x <= epsilon (epsilon = 0 at sparsity 0.5), else the nearest of
     {0, Delta, 2 Delta, ..., (2^k - 1) Delta} (x above the top level maps to it). Backward: the paper's

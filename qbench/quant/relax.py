@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from qbench.quant.binary import sign
+from qbench.quant.facts import quantizer
 from qbench.quant.ste import straight_through
 
 PROJECTIONS = ("binary", "ternary")
@@ -34,6 +35,7 @@ def project(w: torch.Tensor, projection: str = "binary") -> torch.Tensor:
     raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
 
 
+@quantizer(bits=lambda a: 2 if a["projection"] == "ternary" else 1)
 def binary_relax(w: torch.Tensor, lam: float | torch.Tensor = 1.0, projection: str = "binary") -> torch.Tensor:
     """Forward: u = (lam * Proj_Q(w) + w) / (lam + 1); lam = inf gives Proj_Q(w) (phase 2).
     Backward: identity (the gradient at u is applied to w). ``lam`` may be a 0-dim tensor that the schedule

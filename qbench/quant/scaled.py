@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from qbench.quant.binary import sign, ste_sign
+from qbench.quant.facts import quantizer
 from qbench.quant.ste import straight_through
 
 
@@ -12,6 +13,7 @@ def _per_filter_mean(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=tuple(range(1, x.dim())), keepdim=True) if x.dim() > 1 else x.mean()
 
 
+@quantizer(bits=1, alias="binarize_scaled")
 def binarize_scaled(w: torch.Tensor, edge: str = "code") -> torch.Tensor:
     """XNOR-Net eq. 6 (BWN): W ~ alpha * sign(W), alpha = ||W||_l1 / n per output filter (n = filter size).
 
@@ -69,6 +71,7 @@ def ternarize(w: torch.Tensor, threshold_factor: float = 0.7, per_channel: bool 
     return torch.sign(w) * mask, alpha
 
 
+@quantizer(bits=2, alias="twn")
 def twn(w: torch.Tensor, threshold_factor: float = 0.7, granularity: str = "layer") -> torch.Tensor:
     """TWN weight quantizer: forward alpha * t (``ternarize``, one Delta and alpha per layer or per output
     filter); backward identity (the ternary weights are used in forward and backward, the float weights
@@ -79,6 +82,7 @@ def twn(w: torch.Tensor, threshold_factor: float = 0.7, granularity: str = "laye
     return straight_through(alpha * t, w)
 
 
+@quantizer(bits=32, alias="xnor_activation_scale")
 def xnor_activation_scale(x: torch.Tensor, kernel_size=None, stride=1, padding=0, dilation=1) -> torch.Tensor:
     """XNOR-Net eq. 11: K = A * k, A = sum_c |I_c| / c (mean over input channels), k = a box filter of the
     conv's size (1 / (w h) everywhere) applied with the conv's stride, padding and dilation, so that

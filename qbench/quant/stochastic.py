@@ -22,6 +22,7 @@ import math
 import torch
 
 from qbench.quant.binary import sign
+from qbench.quant.facts import quantizer
 from qbench.quant.ste import straight_through
 
 PROB_FNS = ("constant", "linear", "sigmoid", "softmax")
@@ -37,6 +38,7 @@ def _channel_view(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return x.view(-1, *([1] * (w.dim() - 1))) if w.dim() > 1 else x
 
 
+@quantizer(bits=1)
 def sq_binary(w: torch.Tensor) -> torch.Tensor:
     """SQ-BWN's quantizer (official code): Q_i = alpha_i * sign(W_i), alpha_i = mean |W_i| per output
     channel. Backward: identity -- the gradient w.r.t. the quantized weight updates the float weight."""
@@ -44,6 +46,7 @@ def sq_binary(w: torch.Tensor) -> torch.Tensor:
     return straight_through(alpha * sign(w.detach()), w)
 
 
+@quantizer(bits=2)
 def sq_ternary(w: torch.Tensor, threshold_factor: float = 0.7, delta: str = "code") -> torch.Tensor:
     """SQ-TWN's quantizer: one threshold per layer and one scale per output channel,
     alpha_i = mean of |W_ij| over |W_ij| > Delta; Q_ij = alpha_i * sign(W_ij) where |W_ij| > Delta, else 0.

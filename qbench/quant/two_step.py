@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import torch
 
+from qbench.quant.facts import quantizer
+
 LEVELS = ("ternary", "binary")
 
 
@@ -77,6 +79,7 @@ def tsq_least_squares(gram: torch.Tensor, cross: torch.Tensor, codes: torch.Tens
     return codes, alpha.abs()
 
 
+@quantizer(bits=lambda a: 1 if a["levels"] == "binary" else 2)
 def tsq_weight(w: torch.Tensor, levels: str = "ternary") -> torch.Tensor:
     """The weight quantizer TSQ fine-tunes with after step 2: per output channel, ternary (TWN with
     Delta = 0.7 E|W_c|) or binary (alpha_c sign(W_c)). Both return a weight alpha_c * w_c found by step 2

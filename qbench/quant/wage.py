@@ -27,6 +27,7 @@ import math
 
 import torch
 
+from qbench.quant.facts import quantizer
 from qbench.quant.ste import quantize_backward, straight_through
 
 BETA = 1.5
@@ -76,6 +77,7 @@ def wage_init(w: torch.Tensor, bits: int = 2) -> torch.Tensor:
         return w.copy_(wage_quantize(w.uniform_(-limit, limit), bits))
 
 
+@quantizer(bits=lambda a: a["bits"], exact_in_bf16=True)
 def wage_weight(w: torch.Tensor, bits: int = 2) -> torch.Tensor:
     """Eq. 6-7: Q(W, k_W) / alpha, alpha from the layer's fan-in (a shift in hardware). Backward: identity
     (the official code skips the derivative of both quantization and clipping)."""
@@ -83,6 +85,7 @@ def wage_weight(w: torch.Tensor, bits: int = 2) -> torch.Tensor:
     return straight_through(q, w)
 
 
+@quantizer(bits=lambda a: a["bits"], exact_in_bf16=True)
 def wage_activation(x: torch.Tensor, bits: int = 8, error_bits: int | None = None, gamma: float | None = None
                     ) -> torch.Tensor:
     """Eq. 8: a_q = Q(a, k_A). Backward: the clip's derivative (1 inside (-1 + sigma, 1 - sigma), 0 outside),
