@@ -42,16 +42,15 @@ def _cpu_mhz() -> float | None:
 def bench_inference(run: Path, batch_sizes: list[int], repeats: int, warmup: int, layers: bool = True) -> dict:
     from qbench.deploy import kernel, load
     from qbench.export import rebuild
+    from qbench.build import build_model
     from qbench.methods import build_method
-    from qbench.summary import _Shape
-    from qbench.train import build_model
 
     export = run / "export"
     if not (export / "manifest.json").is_file():
         raise UserError(f"{run} has no export; run qbench export run={run} first")
     deployed = load(export)
     cfg, _, _ = rebuild(run)
-    twin = build_model(cfg, build_method(cfg.method), _Shape(cfg)).eval()  # same architecture, float32 weights
+    twin = build_model(cfg, build_method(cfg.method)).eval()  # same architecture, float32 weights
     c, h, w = deployed.manifest["input"]["shape"]
     g = torch.Generator().manual_seed(0)
     out = {"run": str(run), "method": deployed.manifest["method"], "model": deployed.manifest["model"],

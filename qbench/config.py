@@ -20,6 +20,11 @@ _HERE = Path(__file__).resolve().parent
 CONFIG_DIR = Path(os.environ.get("QBENCH_CONFIG_DIR") or next(
     (d for d in (_HERE.parent / "configs", _HERE / "configs") if (d / "train.yaml").is_file()), _HERE / "configs"))
 GROUPS = ("method", "model", "dataset", "optim", "sched")
+# where and how a run executes, never what it learns: a resumed run may change them (summary.json's segments
+# record them for the process that used them), and runs that differ only in them are grouped together
+EXECUTION_KEYS = ("trainer.device", "trainer.progress", "trainer.compile", "trainer.compile_backend",
+                  "trainer.compile_mode", "trainer.eval_batch_size", "trainer.checkpoint_every", "data.root",
+                  "data.workers", "data.download")
 # where ``+key=value`` may add a key: nodes whose keys all go to a constructor (or are only recorded: tags).
 # Everywhere else qbench reads keys by name, so an added one would be silently ignored.
 OPEN_NODES = ("method", "model", "optim", "sched", "tags")
@@ -251,8 +256,8 @@ def _int(cfg, key: str, minimum: int, optional: bool = False) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Values that Hydra cannot type-check: ranges, enumerations, model x dataset compatibility."""
+    from qbench.build import resolve_device
     from qbench.losses import LOSSES
-    from qbench.methods import build_method
     from qbench.models import MODELS
 
     if cfg.method.get("post_training"):
@@ -293,7 +298,6 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"trainer.channels_last={t.channels_last!r} is invalid; valid: auto, true, false")
     if not (t.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", str(t.device))):
         raise UserError(f"trainer.device={t.device!r} is invalid; valid: auto, cpu, cuda, cuda:N")
-    from qbench.train import resolve_device
     resolve_device(t.device)  # cuda on a machine without one, or cuda:N past its last device
     lr = cfg.optim.get("lr")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
@@ -357,18 +361,6 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"model {cfg.model.name!r} is defined for small inputs (<= {entry.max_image_size} px) "
                         f"and dataset {cfg.dataset.name!r} has {cfg.dataset.image_size} px images; "
                         f"models for it: {choices(n for n, e in MODELS.items() if e.max_image_size is None)}")
-    method = build_method(cfg.method)  # instantiates and probes the quantizers and callbacks
-    from qbench.methods.base import check_init_run
-    # method.init, and a schedule's own init where one was set apart from it
-    for init in dict.fromkeys([method.init] + [OmegaConf.select(c, "init") if isinstance(c, DictConfig) else None
-                                               for c in (cfg.method.get("callbacks") or {}).values()]):
-        if init:
-            check_init_run(init, cfg)
-    if method.fold_bn:  # a model without conv -> BN pairs cannot fold: say so before any run starts
-        from qbench.models import create_model
-        kwargs = {k: v for k, v in cfg.model.items() if k not in ("name", "summary")}
-        method.foldable(create_model(cfg.model.name, cfg.dataset.in_channels, cfg.dataset.num_classes,
-                                     cfg.dataset.image_size, **kwargs))
 
 
 def foreign_model_settings(cfg: DictConfig) -> set[str]:
@@ -379,31 +371,28 @@ def foreign_model_settings(cfg: DictConfig) -> set[str]:
 
 
 def check_buildable(cfg: DictConfig) -> None:
-    """Build the model (on the meta device), optimizer and schedule once, so that a bad argument to any of them (a
-    wrong type, an unknown activation) is a one-line error now rather than a traceback in a run directory."""
-    from qbench.methods import build_method
-    from qbench.optim import build_optimizer, build_scheduler
-    from qbench.train import build_model
-
-    class Shape:
-        in_channels, num_classes, image_size = cfg.dataset.in_channels, cfg.dataset.num_classes, cfg.dataset.image_size
-
+    """Build the job once as it will run -- the method (its quantizers probed, its callbacks made), the model on
+    the meta device (shapes only: no memory, no weight init), the layer policy and callbacks' set-up, the
+    optimizer and schedule -- and check every run it starts from (``method.init``, a schedule's own ``init``):
+    a bad setting of any of them is one line now rather than a traceback in a run directory."""
     import torch
 
+    from qbench.build import build, check_init_run
+    from qbench.methods import build_method
+    from qbench.optim import build_optimizer, build_scheduler
+
     method = build_method(cfg.method)
-    with torch.device("meta"):  # shapes only: no memory and no weight init (AlexNet's 62 M weights took ~1 s)
+    for init in dict.fromkeys([method.init] + [OmegaConf.select(c, "init") if isinstance(c, DictConfig) else None
+                                               for c in (cfg.method.get("callbacks") or {}).values()]):
+        if init:
+            check_init_run(init, cfg)
+    with torch.device("meta"):
+        model = build(cfg, method).model
+    for part, make in (("optim", lambda: build_optimizer(cfg.optim, [{"params": list(model.parameters())}])),
+                       ("sched", lambda: build_scheduler(cfg.sched, build_optimizer(
+                           cfg.optim, [{"params": list(model.parameters())}])))):
         try:
-            model = build_model(cfg, method, Shape)
-        except UserError:
-            raise
-        except Exception as e:
-            raise UserError(f"model {cfg.model.name!r} cannot be built from its settings: {_first_line(e)}") from None
-        method.apply(model)  # the layer policy and the callbacks' setup (a schedule sized by the model's layers)
-    for part, build in (("optim", lambda: build_optimizer(cfg.optim, [{"params": list(model.parameters())}])),
-                        ("sched", lambda: build_scheduler(cfg.sched, build_optimizer(
-                            cfg.optim, [{"params": list(model.parameters())}])))):
-        try:
-            build()
+            make()
         except Exception as e:
             cause = e.__cause__ or e
             settings = ", ".join(f"{k}={v!r}" for k, v in OmegaConf.to_container(cfg[part]).items() if k != "_target_")

@@ -331,18 +331,15 @@ def check_exportable(cfg) -> None:
 
 def rebuild(run: Path):
     """(cfg, summary, eval-mode model with the run's last weights) of a finished run, on the CPU."""
+    from qbench.build import build
     from qbench.checkpoint import load_checkpoint
-    from qbench.methods import build_method
-    from qbench.summary import _Shape
-    from qbench.train import build_model
 
     cfg, summary = finished_run(run)
     check_exportable(cfg)
     OmegaConf.update(cfg, "method.init", None, force_add=True)  # the checkpoint holds every weight
     torch.manual_seed(int(cfg.seed))
-    method = build_method(cfg.method)
-    model = build_model(cfg, method, _Shape(cfg))
-    method.apply(model)
+    built = build(cfg)
+    method, model = built.method, built.model
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     try:
         model.load_state_dict(state["model"])

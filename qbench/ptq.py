@@ -23,8 +23,10 @@ from qbench.losses import LOSSES
 from qbench.methods import build_method
 from qbench.methods.policy import apply_layer_policy
 from qbench.nn import FakeQuant
-from qbench.report import MetricsLog, layer_table
-from qbench.train import _device_name, _git_commit, _now, build_model, evaluate, resolve_device
+from qbench.report import MetricsLog, layer_table, log_to
+from qbench.build import build_model, resolve_device
+from qbench.provenance import device_name, git_commit, now
+from qbench.train import evaluate
 
 log = logging.getLogger("qbench")
 
@@ -70,7 +72,7 @@ def run_ptq(source: Path, overrides: list[str], runs_root: Path = Path("runs")) 
     device = resolve_device(cfg.trainer.device)
     torch.manual_seed(cfg.seed)
     data = build_data(cfg, device, int(cfg.seed))
-    fp_model = build_model(cfg, build_method(cfg.method), data)
+    fp_model = build_model(cfg, build_method(cfg.method))
     state = load_checkpoint(source / "checkpoints" / "last.pt")
     try:
         fp_model.load_state_dict(state["model"])
@@ -78,17 +80,16 @@ def run_ptq(source: Path, overrides: list[str], runs_root: Path = Path("runs")) 
         raise UserError(f"checkpoint of {source} does not match its config ({str(e).splitlines()[0]})") from None
     fp_model.to(device)
 
-    now = datetime.now()
-    run_dir = runs_root.resolve() / now.strftime("%Y-%m-%d") / (
-        f"{now.strftime('%H-%M-%S-%f')}_ptq-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}")
+    started = datetime.now()
+    run_dir = runs_root.resolve() / started.strftime("%Y-%m-%d") / (
+        f"{started.strftime('%H-%M-%S-%f')}_ptq-{cfg.model.name}-{cfg.dataset.name}-s{cfg.seed}")
     run_dir.mkdir(parents=True)
     out_cfg = copy.deepcopy(cfg)
     OmegaConf.update(out_cfg, "method", settings, merge=False)
     OmegaConf.update(out_cfg, "ptq_source", str(source), force_add=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(out_cfg, resolve=True))
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")])
-    t0, commit = time.time(), _git_commit()
+    log_to(run_dir)
+    t0, commit = time.time(), git_commit()
     loss_fn = LOSSES[cfg.trainer.loss]
     # the test split, also for a source trained with a held-out validation set (data.holdout): PTQ selects nothing
     target = data.test if data.test is not None else data.val
@@ -119,8 +120,8 @@ def run_ptq(source: Path, overrides: list[str], runs_root: Path = Path("runs")) 
         "final_val_acc": results["weights+activations"][1], "best_val_acc": results["weights+activations"][1],
         "final_val_top5": results["weights+activations"][2],
         "epochs": 0, "epochs_completed": 0, "wall_seconds": round(time.time() - t0, 3),
-        "device": _device_name(device), "qbench_version": qbench.__version__, "qbench_commit": commit,
-        "paper": settings.paper, "source_run": str(source), "finished_at": _now(), "run_dir": str(run_dir)})
+        "device": device_name(device), "qbench_version": qbench.__version__, "qbench_commit": commit,
+        "paper": settings.paper, "source_run": str(source), "finished_at": now(), "run_dir": str(run_dir)})
     return run_dir
 
 

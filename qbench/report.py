@@ -66,6 +66,13 @@ class MetricsLog:
 LOG_WIDTH = 400
 
 
+def log_to(run_dir: Path) -> None:
+    """Log lines to the console and the run's train.log, in Hydra's job-logging format, for the commands that
+    make a run folder without Hydra (``ptq``, ``train resume=``)."""
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(Path(run_dir) / "train.log")])
+
+
 def layer_table(rows, log: logging.Logger) -> None:
     """Which layers the method quantized, and how (the layer policy's decisions, shown at start)."""
     table = Table(title="layer policy", title_justify="left")

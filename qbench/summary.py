@@ -9,24 +9,14 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from qbench.methods import build_method
+from qbench.build import build
 from qbench.nn.layers import _QuantizedMixin
 from qbench.quant.facts import quantizer_bits
 from qbench.report import console as default_console
-from qbench.train import build_model
-
-
-class _Shape:
-    def __init__(self, cfg: DictConfig):
-        d = cfg.dataset
-        self.in_channels, self.num_classes, self.image_size = d.in_channels, d.num_classes, d.image_size
 
 
 def summarize(cfg: DictConfig) -> dict:
-    method = build_method(cfg.method)
-    model = build_model(cfg, method, _Shape(cfg))
-    method.apply(model)
-    model.eval()
+    model = build(cfg).model.eval()
     rows, hooks = [], []
 
     def record(name):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import BAD_OVERRIDES
-from qbench.config import check_overrides, compose, foreign_model_settings, group_options, validate
+from qbench.config import check_buildable, check_overrides, compose, foreign_model_settings, group_options, validate
 from qbench.errors import UserError
 from qbench.methods import build_method
 from qbench.models import MODELS, create_model
@@ -108,7 +108,7 @@ def test_back_to_simplicity_knobs_on_the_bnn_method():
     assert torch.allclose(m.weight_quantizer(w), sign(w) * 1.25)  # channel scale mean|w| = 1.25
     assert m.callbacks[0].bound == 1.3  # weights clipped at the same threshold
     with pytest.raises(UserError, match="ste must be 'clip' or 'approxsign', got 'tanh'"):
-        validate(compose(["method=bnn", "method.ste=tanh"]))
+        check_buildable(compose(["method=bnn", "method.ste=tanh"]))
 
 
 def _leaf_keys(node, prefix=""):

@@ -3,21 +3,19 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from qbench.checkpoint import load_checkpoint
 from qbench.errors import UserError
 from qbench.methods.callbacks import Callback
 from qbench.methods.policy import (BLOCK_ORDERS, LayerRow, apply_layer_policy, dropout_after_quantizer,
                                    xnor_block_order)
-from qbench.models import create_model
 from qbench.nn.bn_fold import conv_bn_pairs, fold_batch_norms
 from qbench.nn.shift_bn import shift_batch_norms
 from qbench.quant import get_quantizer
@@ -183,25 +181,6 @@ def _block_order(value) -> str:
     return value
 
 
-
-
-def check_init_run(run_dir: str, cfg: DictConfig) -> None:
-    """``method.init`` must name a finished run of the same model and dataset whose weights fit this one."""
-    run = Path(run_dir)
-    if not (run / "config.yaml").is_file() or not (run / "checkpoints" / "last.pt").is_file():
-        raise UserError(f"method.init={run_dir!r} is not a run directory with a checkpoint")
-    status = json.loads((run / "summary.json").read_text()).get("status") if (run / "summary.json").is_file() else None
-    if status != "completed":
-        raise UserError(f"method.init={run_dir!r} has not finished (status {status or 'unknown'})")
-    src = OmegaConf.load(run / "config.yaml")
-    for key in ("model.name", "dataset.name"):
-        if OmegaConf.select(src, key) != OmegaConf.select(cfg, key):
-            raise UserError(f"method.init={run_dir!r} holds a different {key.split('.')[0]} "
-                            f"({OmegaConf.select(src, key)!r}, this run: {OmegaConf.select(cfg, key)!r})")
-    # the same model with other settings (widths, hidden sizes) would fail to load: find out now
-    d = cfg.dataset
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in ("name", "summary")}
-    load_init_weights(create_model(cfg.model.name, d.in_channels, d.num_classes, d.image_size, **kwargs), run_dir)
 
 
 def load_init_weights(model: torch.nn.Module, run_dir: str) -> None:
