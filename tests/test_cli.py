@@ -326,16 +326,17 @@ def test_method_init_starts_from_a_finished_fp_run(tmp_path):
 
 def test_summary_credits_the_commit_the_run_started_from(tmp_path, monkeypatch):
     """A commit made while a run trains ran none of its code: the summary keeps the one read at the start."""
+    import qbench.provenance
     import qbench.train
     from qbench.config import compose
 
-    real = qbench.train._git_commit()  # this checkout's HEAD, '-dirty' with uncommitted changes; None outside git
+    real = qbench.provenance.git_commit()  # this checkout's HEAD, '-dirty' with uncommitted changes; None outside git
     assert real is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", real), real
-    monkeypatch.setattr(qbench.train, "_git_commit", lambda: "a" * 40)
+    monkeypatch.setattr(qbench.train, "git_commit", lambda: "a" * 40)
     cfg = compose(["method=bnn", *TINY_MNIST, "data.subset=200", "data.val_subset=100", "trainer.epochs=1",
                    "trainer.device=cpu"])
     trainer = qbench.train.Trainer(cfg, tmp_path / "run")
-    monkeypatch.setattr(qbench.train, "_git_commit", lambda: "b" * 40 + "-dirty")  # committed while it trains
+    monkeypatch.setattr(qbench.train, "git_commit", lambda: "b" * 40 + "-dirty")  # committed while it trains
     assert trainer.fit()["status"] == "completed"
     assert _summary(tmp_path / "run")["qbench_commit"] == "a" * 40
 
@@ -364,7 +365,7 @@ def test_checkpoint_every_n_epochs_and_after_the_last(tmp_path, monkeypatch):
 def test_commit_is_none_when_the_package_is_not_tracked_by_the_repository_around_it(tmp_path, monkeypatch):
     """A qbench installed (copied) into another project's checkout must not record that project's HEAD."""
     import qbench
-    import qbench.train
+    import qbench.provenance
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
@@ -378,11 +379,11 @@ def test_commit_is_none_when_the_package_is_not_tracked_by_the_repository_around
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     monkeypatch.setattr(qbench, "__file__", str(pkg / "__init__.py"))
-    assert qbench.train._git_commit() is None
+    assert qbench.provenance.git_commit() is None
     git("add", "site")
     git("commit", "-qm", "now tracked")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
-    assert qbench.train._git_commit() == head
+    assert qbench.provenance.git_commit() == head
 
 
 def test_exit_codes_of_signals_and_of_a_closed_pipe(tmp_path):

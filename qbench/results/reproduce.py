@@ -17,13 +17,13 @@ from pathlib import Path
 
 import yaml
 
+from qbench.config import GROUPS
 from qbench.errors import UserError, choices
 from qbench.results.registry import Figure, load_paper
 
 # tier=smoke: the recipe's loss, optimizer and schedule on a sliver of the data, for tests and a first look
 SMOKE = {"trainer.epochs": 1, "trainer.batch_size": 64, "trainer.steps_per_epoch": None, "data.subset": 256,
          "data.val_subset": 256}
-GROUPS = ("method", "model", "dataset", "optim", "sched")
 
 
 def select(paper_key: str, table: str | None, rows: list[str] | None) -> list[Figure]:
@@ -137,7 +137,7 @@ def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: 
               extra: list[str]) -> None:
     """Launch the rows x seeds: ``seeds=N`` runs seeds 0..N-1 (3 if neither is given); a ``seed=a,b``
     override among ``extra`` runs exactly those, e.g. to add seeds to rows already run."""
-    from qbench.cli import _launch_hydra
+    from qbench.launch import launch
     from qbench.config import check_overrides
 
     if tier not in ("smoke", "full"):
@@ -171,7 +171,7 @@ def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: 
 
         if first:
             names = [write(f, settings(f, tier), f"{paper_key}__{f.id}") for f in first]
-            sweeps.append(_launch_hydra(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
+            sweeps.append(launch(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
                                          *seed_sweep, *sweep_dir, *extra]))
         if then:  # one experiment per row and seed: each seed starts from its own seed's run
             names = []
@@ -179,7 +179,7 @@ def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: 
                 init = inits.get(f.id) or init_runs(paper_key, f, tier, seed_list)
                 names += [write(f, {**settings(f, tier), "seed": s, "method.init": init[s]},
                                 f"{paper_key}__{f.id}__s{s}") for s in seed_list]
-            sweeps.append(_launch_hydra(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
+            sweeps.append(launch(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
                                          *sweep_dir, *[a for a in extra if a.split("=", 1)[0] != "seed"]]))
     # the command that shows these rows beside the paper's figures (runs= only where they are not under ./runs)
     elsewhere = [str(d) for d in sweeps if d is not None and not (d.is_relative_to("runs"))]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-# keys that say where or how a run was executed, not what was trained: ignored when grouping
-EXECUTION_KEYS = ("seed", "resume", "trainer.device", "trainer.progress", "data.root", "data.workers",
-                  "data.download", "trainer.eval_batch_size", "trainer.checkpoint_every",
-                  "trainer.compile", "trainer.compile_backend", "trainer.compile_mode")
+from qbench.config import EXECUTION_KEYS
+
+# what a run's configuration is without: where and how it executed, its seed (runs of several seeds are averaged)
+NOT_THE_CONFIGURATION = ("seed", "resume", *EXECUTION_KEYS)
 
 
 @dataclass
@@ -83,7 +83,7 @@ def identity(config: dict, summary: dict) -> dict:
     identity of the run it started from (recorded in summary.json at the start), so seeds that each started from
     their own seed's run of one configuration group together, wherever those runs now lie."""
     # a null setting is one a run made before the key existed did not have (trainer.steps_per_epoch): the same
-    flat = {k: v for k, v in _flat(config).items() if k not in EXECUTION_KEYS and v != "null"}
+    flat = {k: v for k, v in _flat(config).items() if k not in NOT_THE_CONFIGURATION and v != "null"}
     init = summary.get("init")
     if init and "method.init" in flat:
         flat["method.init"] = json.dumps(f"{init.get('row') or 'run'} (config {init['config']})")
