@@ -96,7 +96,7 @@ def _tiny_model(quantizer):
 
 def test_sq_schedule_selects_round_r_n_channels_per_layer_each_stage():
     model = _tiny_model(StochasticQuantizer(sq_binary))
-    cb = StochasticQuantization(epochs=8, ratios=[0.5, 0.75, 0.875, 1.0])
+    cb = StochasticQuantization(epochs=8, ratios=[0.5, 0.75, 0.875, 1.0], selection="paper")
     t = FakeTrainer(model)
     assert cb.lr_restarts() == [0, 2, 4, 6]
     for epoch, ratio in zip(range(8), [0.5, 0.5, 0.75, 0.75, 0.875, 0.875, 1.0, 1.0]):
@@ -396,3 +396,13 @@ def test_inq_from_a_finished_fp_run_and_resume_restores_its_masks(tmp_path):
     a = torch.load(full / "checkpoints" / "last.pt", weights_only=True)["model"]
     b = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sq_selection_has_one_default_the_official_layers_draw():
+    """The schedule built by hand and the one the method configs build draw channels the same way."""
+    import inspect
+
+    from qbench.config import compose
+    default = inspect.signature(StochasticQuantization).parameters["selection"].default
+    assert default == "code"
+    assert {compose([f"method={m}"]).method.selection for m in ("sq_bwn", "sq_twn")} == {default}

@@ -36,7 +36,7 @@ class StochasticQuantization(StagedSchedule):
 
     def __init__(self, epochs: int, ratios=(0.5, 0.75, 0.875, 1.0), prob_fn: str = "linear",
                  reselect: str = "iteration", granularity: str = "channel", stage_mode: str = "restart",
-                 selection: str = "paper"):
+                 selection: str = "code"):
         self.ratios = check_fractions(ratios, "method.ratios")
         if prob_fn not in PROB_FNS:
             raise ValueError(f"method.prob_fn={prob_fn!r} is invalid; valid: {', '.join(PROB_FNS)}")
