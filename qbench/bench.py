@@ -13,7 +13,6 @@ takes every override but the ``method.*`` ones, which are the measured method's 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import queue
 import time
@@ -21,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from qbench.config import compile_options, compose
-from qbench.data.loader import Data, TensorLoader
+from qbench.build import build_model, resolve_device
+from qbench.config import compose
+from qbench.data.loader import TensorLoader
 from qbench.errors import UserError
 from qbench.losses import LOSSES
 from qbench.methods import build_method
 from qbench.methods.policy import apply_layer_policy
 from qbench.optim import build_optimizer
-from qbench.train import build_model, resolve_device
 
 
 
@@ -60,21 +59,19 @@ def _own(method: str, overrides: list[str]) -> list[str]:
     return [o for o in overrides if method != "fp" or not o.lstrip("+~").startswith("method.")]
 
 
-def _model(method: str, model: str, overrides: list[str], device, reference: bool):
-    cfg = compose([f"method={method}", f"model={model}", "dataset=cifar10", *_own(method, overrides)])
+def _config(method: str, model: str, overrides: list[str], device, batch: int):
+    return compose([f"method={method}", f"model={model}", "dataset=cifar10", *_own(method, overrides),
+                    f"trainer.device={device}", f"trainer.batch_size={batch}"])
+
+
+def _reference_model(cfg):
+    """The same layers, binarized the reference way (only for sign-based methods), no callbacks."""
     m = build_method(cfg.method)
-    ds = cfg.dataset
-    net = build_model(cfg, m, Data(None, None, ds.in_channels, ds.num_classes, ds.image_size, None))
-    if reference:  # same layers, binarized the reference way (only for sign-based methods)
-        quantized = m.weight_quantizer is not None
-        apply_layer_policy(net, _ref_sign if quantized else None, _ref_sign if m.input_quantizer is not None else None,
-                           m.keep_first_fp, m.keep_last_fp)
-        callbacks = []
-    else:
-        m.apply(net)
-        callbacks = m.callbacks
-    net.to(device)
-    return cfg, net, callbacks
+    net = build_model(cfg, m)
+    quantized = m.weight_quantizer is not None
+    apply_layer_policy(net, _ref_sign if quantized else None, _ref_sign if m.input_quantizer is not None else None,
+                       m.keep_first_fp, m.keep_last_fp)
+    return net
 
 
 def _qbench_batches(n: int, batch: int, device, gen, ds):
@@ -112,30 +109,41 @@ def _reference_batches(n: int, batch: int, workers: int, gen, ds):
 
 def measure(method: str, model: str, batch: int, steps: int, warmup: int, device, overrides: list[str],
             reference: bool = False, workers: int = 0, start=None) -> dict:
-    """Images/s of ``steps`` timed training steps after ``warmup`` untimed ones. ``start``: a barrier every
-    packed process waits at before its first timed step, so that their timed steps overlap."""
+    """Images/s of ``steps`` timed training steps after ``warmup`` untimed ones. qbench's path is the
+    Trainer's own ``train_step`` with every callback hook (a staged method's per-batch re-draw included), after
+    the hooks that start training and its first epoch; the reference path is the plain loop. ``start``: a
+    barrier every packed process waits at before its first timed step, so that their timed steps overlap."""
+    from qbench.data.loader import Data
+    from qbench.train import Trainer
+
     torch.manual_seed(0)
-    cfg, net, callbacks = _model(method, model, overrides, device, reference)
-    opt = build_optimizer(cfg.optim, [{"params": list(net.parameters())}])
-    loss_fn = LOSSES[cfg.trainer.loss]
+    cfg = _config(method, model, overrides, device, batch)
     gen = torch.Generator().manual_seed(0)
     n = batch * (steps + warmup)
-    batches = (_reference_batches(n, batch, workers, gen, cfg.dataset) if reference
-               else _qbench_batches(n, batch, device, gen, cfg.dataset))
+    ds = cfg.dataset
+    if reference:
+        net = _reference_model(cfg).to(device)
+        opt = build_optimizer(cfg.optim, [{"params": list(net.parameters())}])
+        loss_fn = LOSSES[cfg.trainer.loss]
+        batches = _reference_batches(n, batch, workers, gen, ds)
 
-    class _T:  # what callbacks see of the trainer
-        model = net
-
-    # the trainer's fast path (not the reference's): channels_last on CUDA, trainer.amp, trainer.compile
-    cl = cfg.trainer.channels_last
-    channels_last = not reference and (device.type == "cuda" if cl == "auto" else bool(cl))
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
-    step_net = (torch.compile(net, **compile_options(cfg.trainer)) if cfg.trainer.compile and not reference
-                else net)
-    amp = cfg.trainer.amp == "bf16" and device.type == "cuda" and not reference
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-    net.train()
+        def train_step(step, x, y):
+            loss = loss_fn(net(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        net.train()
+        amp = compiled = channels_last = False
+    else:
+        batches = _qbench_batches(n, batch, device, gen, ds)
+        trainer = Trainer(cfg, None, data=Data(batches, None, ds.in_channels, ds.num_classes, ds.image_size,
+                                               batches.generator))
+        trainer.hook("on_train_start")
+        trainer.begin_epoch(0)
+        trainer.model.train()
+        train_step = trainer.train_step
+        amp, compiled = isinstance(trainer.autocast, torch.autocast), bool(cfg.trainer.compile)
+        channels_last = trainer.channels_last
     data_time = compute_time = 0.0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -148,20 +156,9 @@ def measure(method: str, model: str, batch: int, steps: int, warmup: int, device
         t0 = time.perf_counter()
         x, y = next(it)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
         _sync(device)
         t1 = time.perf_counter()
-        with autocast:
-            out = step_net(x)
-        loss = loss_fn(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for cb in callbacks:
-            cb.on_before_optimizer_step(_T)
-        opt.step()
-        for cb in callbacks:
-            cb.on_after_optimizer_step(_T)
+        train_step(step, x, y)
         _sync(device)
         t2 = time.perf_counter()
         if step >= warmup:
@@ -171,9 +168,8 @@ def measure(method: str, model: str, batch: int, steps: int, warmup: int, device
     return {"method": method, "model": model, "batch_size": batch, "path": "reference" if reference else "qbench",
             "images_per_s": batch * steps / total, "data_share": data_time / total,
             "peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None,
-            "input_shape": [cfg.dataset.in_channels, cfg.dataset.image_size, cfg.dataset.image_size],
-            "device": str(device), "steps": steps, "amp": amp, "compile": bool(cfg.trainer.compile and not reference),
-            "channels_last": channels_last}
+            "input_shape": [ds.in_channels, ds.image_size, ds.image_size],
+            "device": str(device), "steps": steps, "amp": amp, "compile": compiled, "channels_last": channels_last}
 
 
 def run(methods: list[str], models: list[str], batch_sizes: list[int], steps: int, warmup: int, device: str,

@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import signal
-import subprocess
 import time
 from contextlib import nullcontext
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -23,61 +20,31 @@ from omegaconf import DictConfig, OmegaConf
 
 import qbench
 from qbench import distributed
+from qbench.build import build, resolve_device
 from qbench.checkpoint import load_checkpoint, save_checkpoint, write_json
 from qbench.config import compile_options
 from qbench.data import build_data
 from qbench.errors import UserError
 from qbench.losses import LOSSES
-from qbench.methods import build_method
-from qbench.models import create_model
 from qbench.optim import build_optimizer, build_scheduler
+from qbench.provenance import device_name, git_commit, now
 from qbench.report import MetricsLog, layer_table, progress_bar
 from qbench.results.runs import init_record
 
 log = logging.getLogger("qbench")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"trainer.device={name} but no CUDA device is available; use trainer.device=auto or cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        n = torch.cuda.device_count()
-        raise UserError(f"trainer.device={name} but this machine has {n} CUDA device{'s' * (n != 1)}; valid: "
-                        + ", ".join(f"cuda:{i}" for i in range(n)))
-    return dev
-
-
-def _git_commit() -> str | None:
-    """The commit of the qbench source this process runs, '-dirty' if tracked files differ from it. Read
-    when a run starts: a commit made while it trains ran none of its code."""
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=Path(qbench.__file__).parent, capture_output=True, text=True,
-                              timeout=5)
-
-    try:
-        out = git("rev-parse", "HEAD")
-        sha = out.stdout.strip()
-        if out.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}", sha):
-            return None
-        if git("ls-files", "--error-unmatch", Path(qbench.__file__).name).returncode != 0:
-            return None  # an installed copy inside some other repository: that repository's HEAD is not ours
-        return sha + ("-dirty" if git("status", "--porcelain", "--untracked-files=no").stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 class Trainer:
-    def __init__(self, cfg: DictConfig, run_dir: Path, resume: bool = False, overrides: list[str] = ()):
+    def __init__(self, cfg: DictConfig, run_dir: Path | None, resume: bool = False, overrides: list[str] = (),
+                 data=None):
         """``overrides``: the execution settings a resumed process changed (``qbench train resume=<dir>
-        trainer.compile=true``), recorded in its segment."""
-        self.cfg, self.run_dir, self.overrides = cfg, Path(run_dir), list(overrides)
-        self.commit = _git_commit()
+        trainer.compile=true``), recorded in its segment. ``data``: batches to train on instead of the dataset's
+        (``qbench bench`` times the training step on random images); ``run_dir`` is written only by ``fit``."""
+        self.cfg, self.run_dir, self.overrides = cfg, Path(run_dir) if run_dir is not None else None, list(overrides)
+        self.commit = git_commit()
         # the run this one starts from (method.init), as summary.json records it; a resumed run keeps its record
-        previous = self.run_dir / "summary.json"
-        self.previous = json.loads(previous.read_text()) if resume and previous.is_file() else {}
+        previous = self.run_dir / "summary.json" if resume else None
+        self.previous = json.loads(previous.read_text()) if previous is not None and previous.is_file() else {}
         self.init = self.previous.get("init") or (init_record(cfg.method.init) if cfg.method.get("init") else None)
         self.earlier_segments: list[dict] = []  # the processes a resumed run ran in before this one
         self.device = distributed.setup(resolve_device(cfg.trainer.device))
@@ -85,10 +52,11 @@ class Trainer:
         self.epochs = int(cfg.trainer.epochs)
         torch.manual_seed(cfg.seed)  # model init, dropout and stochastic quantizers draw from this stream
 
-        self.method = build_method(cfg.method)
-        self.data = build_data(cfg, self.device, int(cfg.seed))
-        self.model = build_model(cfg, self.method, self.data)
-        self.layers = self.method.apply(self.model)
+        # the data draws from its own generator, so building it first leaves the global stream to the method's
+        # quantizer probes and the model's initialization, in that order (as every run so far drew it)
+        self.data = data if data is not None else build_data(cfg, self.device, int(cfg.seed))
+        built = build(cfg)
+        self.method, self.model, self.layers = built.method, built.model, built.layers
         cl = cfg.trainer.get("channels_last", "auto")
         self.channels_last = self.device.type == "cuda" if cl == "auto" else bool(cl)
         self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
@@ -126,11 +94,10 @@ class Trainer:
         amp = cfg.trainer.amp and self.device.type == "cuda"
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext())
 
-        self.start_epoch, self.history, self.wall_before = 0, [], 0.0
+        self.start_epoch, self.history, self.wall_before, self.resume = 0, [], 0.0, resume
         if resume:
             self._restore(load_checkpoint(self.run_dir / "checkpoints" / "last.pt"))
-        self.metrics = (MetricsLog(self.run_dir, self.history, purge_after=self.start_epoch if resume else None)
-                        if self.main else None)
+        self.metrics = None  # opened by fit: building a trainer writes nothing
 
     # --- state -----------------------------------------------------------------------------------
     def _state(self, epoch: int) -> dict:
@@ -169,7 +136,7 @@ class Trainer:
         """This process's share of the run: its epochs, commit, device and wall time. A run resumed on other
         hardware or from another commit lists one segment per process (``summary.json``'s ``segments``)."""
         return {"from_epoch": self.start_epoch, "to_epoch": to_epoch, "qbench_commit": self.commit,
-                "device": _device_name(self.device), "processes": distributed.world_size(),
+                "device": device_name(self.device), "processes": distributed.world_size(),
                 "started_at": self._started, "wall_seconds": round(self._elapsed(), 3),
                 **({"overrides": self.overrides} if self.overrides else {})}
 
@@ -200,11 +167,18 @@ class Trainer:
             torch.cuda.set_rng_state(state[1], self.device)
 
     # --- loop ------------------------------------------------------------------------------------
-    def _hook(self, name: str, *args) -> dict:
+    def hook(self, name: str, *args) -> dict:
         scalars = {}
         for cb in self.callbacks:
             scalars.update(getattr(cb, name)(self, *args) or {})
         return scalars
+
+    def begin_epoch(self, epoch: int) -> None:
+        """A stage's schedule restart where one begins, then the callbacks' epoch set-up (a staged method's
+        selection of what it quantizes this epoch)."""
+        if epoch > 0 and epoch in self.schedule_starts:
+            self.restart_schedule(epoch)
+        self.hook("on_epoch_start", epoch)
 
     def train_epoch(self, bar) -> tuple[float, float]:
         self.model.train()
@@ -212,12 +186,8 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         for step, (x, y) in enumerate(self.data.train):
-            self._hook("on_train_batch_start", step)
             x, y = distributed.shard(x, y)
-            if self.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            loss, out = self._first_compiled_step(x, y) if self.compile_pending else self._step(x, y)
-            self._hook("on_after_optimizer_step")
+            loss, out = self.train_step(step, x, y)
             # accumulated on the device and read once per epoch: no host-device sync inside the step
             loss_sum += loss.detach() * len(y)
             correct += (out.argmax(1) == y).sum()
@@ -228,13 +198,22 @@ class Trainer:
         loss_sum, correct, count = distributed.sum_over_ranks(loss_sum, correct, count)
         return loss_sum.item() / count.item(), correct.item() / count.item()
 
+    def train_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step with every per-batch hook around it: (loss, output). ``qbench bench`` times this."""
+        self.hook("on_train_batch_start", step)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss, out = self._first_compiled_step(x, y) if self.compile_pending else self._step(x, y)
+        self.hook("on_after_optimizer_step")
+        return loss, out
+
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self.autocast:
             out = self.step_model(x)
         loss = self.loss_fn(out.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self._hook("on_before_optimizer_step")
+        self.hook("on_before_optimizer_step")
         self.optimizer.step()
         return loss, out
 
@@ -276,29 +255,29 @@ class Trainer:
             return evaluate(self.model, batches, self.loss_fn, self.autocast)
 
     def fit(self) -> dict:
-        self._t0, self._started = time.time(), _now()
+        self._t0, self._started = time.time(), now()
+        if self.main:
+            self.metrics = MetricsLog(self.run_dir, self.history, purge_after=self.start_epoch if self.resume else None)
         summary = self._summary("running")
         self._write_summary(summary)
         if self.main:
             layer_table(self.layers, log)
-        self._hook("on_train_start")
+        self.hook("on_train_start")
         previous_handler = _sigterm_as_interrupt()
         try:
             with progress_bar(bool(self.cfg.trainer.progress) and self.main) as bar:
                 for epoch in range(self.start_epoch, self.epochs):
                     t = time.time()
-                    if epoch > 0 and epoch in self.schedule_starts:
-                        self.restart_schedule(epoch)
-                    self._hook("on_epoch_start", epoch)
+                    self.begin_epoch(epoch)
                     lr = self.optimizer.param_groups[-1]["lr"]
                     bar.start_epoch(epoch + 1, self.epochs, len(self.data.train))
                     train_loss, train_acc = self.train_epoch(bar)
-                    self._hook("on_train_epoch_end", epoch)
+                    self.hook("on_train_epoch_end", epoch)
                     evaluate = (epoch + 1) % int(self.cfg.trainer.eval_every) == 0 or epoch + 1 == self.epochs
                     val_loss, val_acc, val_top5 = self.evaluate() if evaluate else (None, None, None)
                     test = self.evaluate_test() if evaluate and self.data.test is not None else None
                     self.scheduler.step()
-                    extra = self._hook("on_epoch_end", epoch)
+                    extra = self.hook("on_epoch_end", epoch)
                     if not math.isfinite(train_loss):
                         raise FloatingPointError(f"training loss is {train_loss} at epoch {epoch + 1}")
                     record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
@@ -327,7 +306,7 @@ class Trainer:
         finally:
             if previous_handler is not None:
                 signal.signal(signal.SIGTERM, previous_handler)
-            summary["finished_at"] = _now()
+            summary["finished_at"] = now()
             self._write_summary(summary)
             if self.main:
                 self.metrics.close()
@@ -358,7 +337,7 @@ class Trainer:
             "final_val_acc": accs[-1] if accs else None, "best_val_acc": max(accs) if accs else None,
             "final_val_top5": next((r.get("val_top5") for r in reversed(self.history) if r["val_acc"] is not None),
                                    None),
-            "wall_seconds": round(self.wall_before + self._elapsed(), 3), "device": _device_name(self.device),
+            "wall_seconds": round(self.wall_before + self._elapsed(), 3), "device": device_name(self.device),
             "processes": distributed.world_size(),
             "qbench_version": qbench.__version__, "qbench_commit": self.commit, "paper": c.method.get("paper"),
             # a resumed run keeps its first start (each process's own is in its segment) and its absolute folder
@@ -385,14 +364,6 @@ def selected_test(history: list[dict]) -> dict:
             "final_test_top5": evaluated[-1]["test_top5"]}
 
 
-def build_model(cfg: DictConfig, method, data) -> torch.nn.Module:
-    """The model of ``cfg.model`` for ``data``'s inputs, with the method's activation if it sets one."""
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in ("name", "summary")}
-    if method.activation:
-        kwargs["activation"] = method.activation
-    return create_model(cfg.model.name, data.in_channels, data.num_classes, data.image_size, **kwargs)
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches, loss_fn, autocast=None) -> tuple[float, float, float]:
     """(mean loss, top-1 accuracy, top-5 accuracy) over ``batches`` in eval mode (top-5: the label among the
@@ -407,16 +378,6 @@ def evaluate(model: torch.nn.Module, batches, loss_fn, autocast=None) -> tuple[f
         correct5 += (out.topk(min(5, out.shape[1]), dim=1).indices == y[:, None]).any(1).sum()
         seen += len(y)
     return float(loss_sum) / seen, int(correct) / seen, int(correct5) / seen
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def _epoch_line(r: dict, epochs: int) -> str:

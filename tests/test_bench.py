@@ -49,3 +49,20 @@ def test_bench_mistakes(tmp_path):
                           (["--methods", "fp", "model.nope=1"], "unknown config key 'model.nope'")):
         p = qbench("bench", "--models", "mlp", "--steps", "1", *args, cwd=tmp_path)
         assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_bench_times_the_trainers_own_step_with_every_hook(monkeypatch):
+    """qbench's path runs Trainer.train_step: a staged method's per-batch hooks run inside the timed steps,
+    after the hooks that start training and its first epoch (SQ re-draws, INQ's and TSQ's stage set-up)."""
+    import torch
+
+    from qbench import bench
+    from qbench.train import Trainer
+
+    calls = []
+    real = Trainer.hook
+    monkeypatch.setattr(Trainer, "hook", lambda self, name, *a: (calls.append(name), real(self, name, *a))[1])
+    r = bench.measure("inq", "mlp", 16, 3, 1, torch.device("cpu"), ["model.hidden=[32]", "dataset=mnist"])
+    assert r["path"] == "qbench" and r["images_per_s"] > 0
+    assert calls[:2] == ["on_train_start", "on_epoch_start"]
+    assert calls[2:] == ["on_train_batch_start", "on_before_optimizer_step", "on_after_optimizer_step"] * 4
