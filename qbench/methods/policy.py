@@ -38,12 +38,6 @@ def _own_copy(q):
     return copy.deepcopy(q) if isinstance(q, nn.Module) else q
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 def apply_layer_policy(model: nn.Module, weight_quantizer, input_quantizer,
                        keep_first_fp: bool, keep_last_fp: bool, output_quantizer=None,
                        input_scale=None, quantize_data_input: bool = False,
@@ -59,7 +53,7 @@ def apply_layer_policy(model: nn.Module, weight_quantizer, input_quantizer,
         scale = input_scale if iq is not None else None  # XNOR's K goes with binarized inputs
         qcls = QConv2d if isinstance(layer, nn.Conv2d) else QLinear
         wq, iq, oq = (_own_copy(q) for q in (wq, iq, oq))
-        _set_submodule(model, name, qcls.from_float(layer, wq, iq, oq, scale))
+        model.set_submodule(name, qcls.from_float(layer, wq, iq, oq, scale))
         rows.append(LayerRow(name, qcls.__name__, tuple(layer.weight.shape), layer.weight.numel(),
                              describe_quantizer(wq), describe_quantizer(iq) + (" x K" if scale else ""),
                              describe_quantizer(oq)))

@@ -73,9 +73,8 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
 def fold_batch_norms(model: nn.Module, pairs: list[tuple[str, str]]) -> None:
     """Replace each conv -> BN pair (found by ``conv_bn_pairs`` on the float model, before quantization)
     by a FoldedConvBN at the conv's place; the BN becomes Identity."""
-    from qbench.methods.policy import _set_submodule
 
     for conv_name, bn_name in pairs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-        _set_submodule(model, conv_name, FoldedConvBN(conv, bn))
-        _set_submodule(model, bn_name, nn.Identity())
+        model.set_submodule(conv_name, FoldedConvBN(conv, bn))
+        model.set_submodule(bn_name, nn.Identity())

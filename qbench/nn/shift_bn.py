@@ -76,7 +76,5 @@ def shift_batch_norms(model: nn.Module) -> list[str]:
     last = max((i for i, (_, m) in enumerate(modules) if isinstance(m, (nn.Conv2d, nn.Linear))), default=-1)
     hidden = [(n, m) for n, m in modules[:last] if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     for name, bn in hidden:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, ShiftBatchNorm(bn.num_features, bn.eps))
+        model.set_submodule(name, ShiftBatchNorm(bn.num_features, bn.eps))
     return [n for n, _ in hidden]
