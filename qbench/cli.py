@@ -91,6 +91,9 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"qbench {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    from qbench.config import renamed
+
+    rest = renamed(rest, say=True)  # an old key name (method.bits_w) under its new one, with a line saying so
     if command in OWN_HELP and any(a in ("-h", "--help") for a in rest):
         print(command_usage(command))
         return 0
@@ -326,7 +329,7 @@ def plot_command(args: list[str]) -> int:
 
 
 def summary_command(args: list[str]) -> int:
-    from qbench.config import check_overrides, compose
+    from qbench.config import check_overrides, compose, load_run_config
     from qbench.summary import print_deployed, print_summary, summarize
 
     bad = [a for a in args if a.startswith("-")]
@@ -341,7 +344,7 @@ def summary_command(args: list[str]) -> int:
         run = Path(runs[0].split("=", 1)[1])
         if not (run / "config.yaml").is_file():
             raise UserError(f"{run} is not a qbench run directory (no config.yaml)")
-        cfg = OmegaConf.load(run / "config.yaml")
+        cfg = load_run_config(run)
         OmegaConf.update(cfg, "method.init", None, force_add=True)  # the architecture is all a summary needs
         print_summary(cfg, summarize(cfg))
         if (run / "export" / "manifest.json").is_file():
@@ -390,7 +393,7 @@ def list_command(args: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from qbench.config import config_dir, group_options
+    from qbench.config import compose, config_dir, group_options
 
     if args:
         raise UserError(f"qbench list takes no arguments; got {' '.join(args)}")
@@ -402,7 +405,9 @@ def list_command(args: list[str]) -> int:
             table.add_column(c)
         for name in group_options(group):
             node = OmegaConf.load(config_dir() / group / f"{name}.yaml")
-            if "name" not in node and group in node:  # a global-package config (WAGE) nests its own keys
+            if "defaults" in node:  # an option built on another (sq_twn on sq_bwn): composed
+                node = compose([f"{group}={name}"])[group]
+            elif "name" not in node and group in node:  # a global-package config (WAGE) nests its own keys
                 node = node[group]
             table.add_row(name, *(str(node.get(c, "")) for c in cols))
         console.print(table)
