@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from qbench.config import load_run_config
 from qbench.errors import UserError
 from qbench.methods import Method, build_method
 from qbench.methods.base import load_init_weights
@@ -82,7 +83,7 @@ def check_init_run(run_dir: str, cfg: DictConfig) -> None:
     status = json.loads((run / "summary.json").read_text()).get("status") if (run / "summary.json").is_file() else None
     if status != "completed":
         raise UserError(f"method.init={run_dir!r} has not finished (status {status or 'unknown'})")
-    src = OmegaConf.load(run / "config.yaml")
+    src = load_run_config(run)
     for key in ("model.name", "dataset.name"):
         if OmegaConf.select(src, key) != OmegaConf.select(cfg, key):
             raise UserError(f"method.init={run_dir!r} holds a different {key.split('.')[0]} "

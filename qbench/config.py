@@ -29,6 +29,10 @@ EXECUTION_KEYS = ("trainer.device", "trainer.progress", "trainer.compile", "trai
 # Everywhere else qbench reads keys by name, so an added one would be silently ignored.
 OPEN_NODES = ("method", "model", "optim", "sched", "tags")
 MAX_PRECHECK_JOBS = 64
+# keys renamed to one scheme (<what>_bits, as DoReFa, QAT and PTQ name them), old -> new. An old key still works,
+# with a line saying so; run configs written before the rename (results/wage) are read with the new names
+RENAMED = {"method.bits_w": "method.w_bits", "method.bits_a": "method.a_bits", "method.bits_g": "method.g_bits",
+           "method.bits_e": "method.e_bits", "optim.bits_w": "optim.w_bits", "optim.bits_g": "optim.g_bits"}
 # torch.compile's modes; reduce-overhead replays the step as CUDA graphs, which is what a small model whose
 # step is bound by kernel launches (the MNIST MLPs) needs
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -49,7 +53,35 @@ def compose(overrides: list[str]) -> DictConfig:
     from hydra import compose as hydra_compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return hydra_compose("train", overrides=overrides)
+        return hydra_compose("train", overrides=renamed(overrides))
+
+
+def renamed(overrides: list[str], say: bool = False) -> list[str]:
+    """``overrides`` with each renamed key (RENAMED) under its new name; ``say``: one line on stderr for each."""
+    import sys
+
+    out = []
+    for o in overrides:
+        prefix = o[:len(o) - len(o.lstrip("+~"))]
+        key, eq, value = o[len(prefix):].partition("=")
+        if key in RENAMED:
+            if say:
+                print(f"qbench: {key} is now {RENAMED[key]} (the old name still works)", file=sys.stderr)
+            o = f"{prefix}{RENAMED[key]}{eq}{value}"
+        out.append(o)
+    return out
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    """A run's config.yaml, with any key renamed since it was written under its new name."""
+    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    for old, new in RENAMED.items():
+        value = OmegaConf.select(cfg, old, default=_MISSING)
+        if value is not _MISSING:
+            parent, leaf = old.rsplit(".", 1)
+            del cfg[parent][leaf]
+            OmegaConf.update(cfg, new, value, force_add=True)
+    return cfg
 
 
 @functools.lru_cache(maxsize=64)
@@ -164,7 +196,7 @@ FREE_TEXT = {"summary": "a description that qbench list shows and nothing reads"
              "paper": "the citation that qbench list shows and nothing reads",
              "tags": "labels qbench reproduce writes and qbench table matches"}
 # the identities a group option sets; changing one would mislabel the run (choose another option instead)
-IDENTITIES = ("method.name", "model.name", "dataset.name")
+IDENTITIES = ("method.name", "model.name", "dataset.name", "dataset.storage")
 # the type of each key whose default is null (null stays valid)
 NULLABLE = {
     "number": ("model.bn_momentum", "model.fc_width", "optim.eps", "method.error_gamma",
@@ -218,8 +250,9 @@ def check_types(cfg: DictConfig, base: DictConfig) -> None:
         default = OmegaConf.select(base, key)  # where an interpolation points
         if key in IDENTITIES:
             if value != default:
-                raise UserError(f"{key}={value!r} cannot be changed: it names the {top} that {top}={default} "
-                                f"chose; pick another with {top}=<name> (qbench list)")
+                chosen = OmegaConf.select(base, f"{top}.name")
+                raise UserError(f"{key}={value!r} cannot be changed: {top}={chosen} sets it; pick another with "
+                                f"{top}=<name> (qbench list)")
             continue
         want = _kind(default) if default is not None else nullable.get(key)
         if want is None or value is None and (default is None or key in nullable):
@@ -257,6 +290,7 @@ def _int(cfg, key: str, minimum: int, optional: bool = False) -> None:
 def validate(cfg: DictConfig) -> None:
     """Values that Hydra cannot type-check: ranges, enumerations, model x dataset compatibility."""
     from qbench.build import resolve_device
+    from qbench.data.loader import in_memory
     from qbench.losses import LOSSES
     from qbench.models import MODELS
 
@@ -272,9 +306,10 @@ def validate(cfg: DictConfig) -> None:
     _int(cfg, "data.subset", 1, optional=True)
     _int(cfg, "data.val_subset", 1, optional=True)
     _int(cfg, "data.holdout", 1, optional=True)
-    if cfg.data.get("holdout") and cfg.dataset.name == "imagenet":
+    held = in_memory(cfg.dataset)
+    if cfg.data.get("holdout") and not held:
         raise UserError(f"data.holdout={cfg.data.holdout} is for the datasets held in memory (valid: null for "
-                        "imagenet, whose validation set is its own folder)")
+                        f"{cfg.dataset.name}, whose validation set is its own folder)")
     t = cfg.trainer
     if t.loss not in LOSSES:
         raise UserError(f"trainer.loss={t.loss!r} is invalid; valid: {choices(LOSSES)}")
@@ -308,20 +343,20 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"sched.milestones={milestones!r} is invalid; allowed: a list of epochs >= 1, e.g. [80,120]")
     zca = cfg.dataset.get("zca")
     if zca is not None and (isinstance(zca, bool) or not isinstance(zca, (int, float)) or not zca > 0
-                            or cfg.dataset.name == "imagenet"):
+                            or not held):
         raise UserError(f"dataset.zca={zca!r} is invalid; valid: null (no whitening) or ZCA's eigenvalue offset "
                         "eps, a number > 0 (Torch7 unsup.zca_whiten's: 1e-5), for a dataset held in memory (not "
                         "imagenet)")
     gcn = cfg.dataset.get("gcn")
     if gcn is not None and (isinstance(gcn, bool) or not isinstance(gcn, (int, float)) or not gcn > 0
-                            or cfg.dataset.name == "imagenet"):
+                            or not held):
         raise UserError(f"dataset.gcn={gcn!r} is invalid; valid: null or the norm each image is scaled to, a number "
-                        "> 0 (pylearn2's CIFAR-10: 55), for a dataset held in memory (not imagenet)")
+                        "> 0 (pylearn2's CIFAR-10: 55), for a dataset held in memory (dataset.storage=in_memory)")
     lcn = cfg.dataset.get("lcn")
     if lcn is not None and (isinstance(lcn, bool) or not isinstance(lcn, int) or lcn < 1 or lcn % 2 == 0
-                            or cfg.dataset.name == "imagenet"):
+                            or not held):
         raise UserError(f"dataset.lcn={lcn!r} is invalid; valid: null or an odd kernel size (pylearn2's LeCunLCN: 7), "
-                        "for a dataset held in memory (not imagenet)")
+                        "for a dataset held in memory (dataset.storage=in_memory)")
     step = cfg.sched.get("step_size")
     if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 1):
         raise UserError(f"sched.step_size={step!r} is invalid; allowed: an integer >= 1 (epochs)")
@@ -403,9 +438,9 @@ def check_data(cfg: DictConfig) -> None:
     """The dataset's files are there (fetched now if data.download=true) and agree with the config: classes,
     image size, data.holdout below the training split's size."""
     from qbench.data import locate
-    from qbench.data.loader import default_root, load_splits
+    from qbench.data.loader import default_root, in_memory, load_splits
 
-    if cfg.dataset.name == "imagenet":  # read by worker processes as it streams; its folders must be there
+    if not in_memory(cfg.dataset):  # read by worker processes as it streams; its folders must be there
         root = cfg.data.root or default_root()
         for split in ("train", "test"):
             locate(cfg.dataset.name, root, split)

@@ -300,6 +300,8 @@ def _folded_layer(node: dict, m, path: str, tensors: dict) -> dict:
 
 def finished_run(run: Path) -> tuple:
     """(config, summary) of a finished run with a checkpoint; a UserError otherwise."""
+    from qbench.config import load_run_config
+
     if not (run / "config.yaml").is_file():
         raise UserError(f"{run} is not a qbench run directory (no config.yaml)")
     try:
@@ -309,10 +311,12 @@ def finished_run(run: Path) -> tuple:
     status = summary.get("status")
     if status != "completed" or not (run / "checkpoints" / "last.pt").is_file():
         raise UserError(f"export needs a finished run with a checkpoint; {run} has status {status or 'unknown'}")
-    return OmegaConf.load(run / "config.yaml"), summary
+    return load_run_config(run), summary
 
 
 def check_exportable(cfg) -> None:
+    from qbench.data.loader import in_memory
+
     name = cfg.method.name
     if name in NO_LOW_BIT_FORM:
         raise UserError(f"method {name!r}: {NO_LOW_BIT_FORM[name]}; exportable methods: {', '.join(EXPORTABLE)}")
@@ -325,8 +329,8 @@ def check_exportable(cfg) -> None:
     if ds.get("gcn") or ds.get("lcn") or ds.get("zca"):
         raise UserError("runs with dataset.gcn / lcn / zca have no deploy export yet: the engine normalizes by "
                         "mean and std only")
-    if ds.name == "imagenet":
-        raise UserError("imagenet runs have no deploy export yet: the engine takes the in-memory datasets' images")
+    if not in_memory(ds):
+        raise UserError(f"{ds.name} runs have no deploy export yet: the engine takes the in-memory datasets' images")
 
 
 def rebuild(run: Path):

@@ -173,7 +173,7 @@ def resume_run(run_dir: Path, overrides: list[str] = ()) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from qbench.config import check_buildable, check_data, validate
+    from qbench.config import check_buildable, check_data, load_run_config, validate
 
     run_dir = run_dir.resolve()  # recorded and printed as the absolute folder, however it was typed
     if not (run_dir / "config.yaml").is_file():
@@ -185,7 +185,7 @@ def resume_run(run_dir: Path, overrides: list[str] = ()) -> int:
             raise UserError(f"run {run_dir} already completed; nothing to resume")
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UserError(f"run {run_dir} has no checkpoint yet (it stopped in its first epoch); start it anew")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg = load_run_config(run_dir)
     try:  # a malformed value (`trainer.device=${x`) or a dangling interpolation is the user's, not a crash
         cfg.merge_with_dotlist(list(overrides))
         OmegaConf.resolve(cfg)

@@ -70,23 +70,24 @@ class WAGEGradientDescent(torch.optim.Optimizer):
     stochastically rounded gradient dW of ``qbench.quant.wage_gradient``. ``lr`` is WAGE's eta (8 -> 1 -> 1/8);
     no momentum, no weight decay."""
 
-    def __init__(self, params, lr: float = 8.0, bits_g: int = 8, bits_w: int = 2):
+    def __init__(self, params, lr: float = 8.0, g_bits: int = 8, w_bits: int = 2):
         from qbench.quant.wage import wage_sigma
 
         if lr <= 0 or math.log2(lr) != round(math.log2(lr)):
             raise ValueError(f"WAGE's learning rate is a power of two (e.g. 8), got {lr}")
-        wage_sigma(bits_g)
-        self.bound = 1.0 - wage_sigma(bits_w)
-        super().__init__(params, {"lr": lr, "bits_g": bits_g})
+        wage_sigma(g_bits)
+        self.bound = 1.0 - wage_sigma(w_bits)
+        super().__init__(params, {"lr": lr, "g_bits": g_bits})
 
     @torch.no_grad()
     def step(self, closure=None):
         from qbench.quant.wage import wage_gradient
 
         for group in self.param_groups:
+            bits = group["g_bits"] if "g_bits" in group else group["bits_g"]  # a checkpoint from before the rename
             for p in group["params"]:
                 if p.grad is not None:
-                    p.sub_(wage_gradient(p.grad, group["bits_g"], group["lr"])).clamp_(-self.bound, self.bound)
+                    p.sub_(wage_gradient(p.grad, bits, group["lr"])).clamp_(-self.bound, self.bound)
 
 
 class ShiftAdaMax(torch.optim.Optimizer):

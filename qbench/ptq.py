@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 import qbench
 from qbench.checkpoint import load_checkpoint, save_checkpoint, write_json
-from qbench.config import check_data, compose
+from qbench.config import check_data, compose, load_run_config
 from qbench.data import build_data
 from qbench.data.loader import calibration_batches
 from qbench.errors import UserError
@@ -37,7 +37,7 @@ def _source(run: Path):
     status = json.loads((run / "summary.json").read_text()).get("status") if (run / "summary.json").is_file() else None
     if status != "completed" or not (run / "checkpoints" / "last.pt").is_file():
         raise UserError(f"ptq needs a finished run with a checkpoint; {run} has status {status or 'unknown'}")
-    cfg = OmegaConf.load(run / "config.yaml")
+    cfg = load_run_config(run)
     if _quantizes(cfg):
         raise UserError(f"ptq quantizes a full-precision model; {run} was trained with method "
                         f"{cfg.method.name!r} (train it with method=fp)")

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import qbench, run_dir_of
+from conftest import REPO, qbench, run_dir_of
 from qbench.optim import WAGEGradientDescent
 from qbench.quant import (wage_activation, wage_error, wage_gradient, wage_init, wage_quantize, wage_scale,
                           wage_weight)
@@ -103,7 +103,7 @@ def test_table3_rows_keep_sigma_kg_times_eta_as_section_4_4_says():
     rows = [f for f in load_paper("wage").figures if f.table == "T3" and f.experiment.get("overrides")]
     assert len(rows) == 10
     for f in rows:
-        k = f.experiment["overrides"]["method.bits_g"]
+        k = f.experiment["overrides"]["method.g_bits"]
         assert wage_sigma(k) * f.experiment["overrides"]["optim.lr"] == 1 / 16, f.id
 
 
@@ -133,7 +133,7 @@ def test_gradient_keeps_fractions_below_16_bits_as_the_codes_q_does():
 
 def test_wage_update_eq14_clips_to_the_weight_range():
     p = torch.nn.Parameter(torch.tensor([0.49, -0.2, 0.0]))
-    opt = WAGEGradientDescent([p], lr=8, bits_g=8, bits_w=2)
+    opt = WAGEGradientDescent([p], lr=8, g_bits=8, w_bits=2)
     p.grad = torch.tensor([-0.25, 0.25, 0.0])  # Shift(0.25) = 0.25: 8 g / 0.25 = [-8, 8, 0] exactly
     opt.step()
     assert close(p.data, [0.5, -0.2 - 8 / 128, 0.0])  # 0.49 + 1/16 clipped to 1 - sigma(2) = 0.5
@@ -188,3 +188,21 @@ def test_vgg7_in_wage_form_has_the_official_weight_count():
     assert sum(p.numel() for p in net.parameters()) == 12_973_440  # the official log: "CONV: 4574592 FC: 8398848
     # Total: 12973440", every parameter a weight; LeNet-5's log: "CONV: 52000 FC: 529408 Total: 581408"
     assert sum(p.numel() for p in create_model("lenet5", 1, 10, 28, bn=False, bias=False).parameters()) == 581_408
+
+
+def test_the_old_bit_width_names_still_work_with_a_line_saying_so(tmp_path, capsys):
+    """WAGE's bits_w/a/g/e are now w_bits/a_bits/g_bits/e_bits, as DoReFa, QAT and PTQ name them. The old names
+    still compose (with one line on stderr from the command line), and the run configs in results/ written
+    with them are read under the new names, so their tables and exports are unchanged."""
+    from qbench.config import compose, load_run_config, renamed
+
+    assert renamed(["method=wage", "method.bits_w=3", "+method.bits_e=6"], say=True) == [
+        "method=wage", "method.w_bits=3", "+method.e_bits=6"]
+    assert capsys.readouterr().err.splitlines() == [
+        "qbench: method.bits_w is now method.w_bits (the old name still works)",
+        "qbench: method.bits_e is now method.e_bits (the old name still works)"]
+    cfg = compose(["method=wage", "method.bits_g=5"])
+    assert cfg.method.g_bits == 5 and cfg.optim.g_bits == 5
+    old = REPO / "results" / "wage" / "run_records" / "0_wage-lenet5-mnist-s0"
+    run = load_run_config(old)
+    assert "bits_w" not in run.method and run.method.w_bits == 2 and run.optim.g_bits == 8

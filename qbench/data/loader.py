@@ -161,6 +161,12 @@ class Data:
     test: object | None = None  # with data.holdout: the test split, evaluated beside the validation set
 
 
+def in_memory(ds: DictConfig) -> bool:
+    """``dataset.storage``: in_memory (decoded once, held as tensors on the device) or folder (streamed from image
+    folders, ImageNet). A run config written before the setting existed is read by its dataset's name."""
+    return ds.get("storage", "folder" if ds.name == "imagenet" else "in_memory") == "in_memory"
+
+
 def load_splits(cfg: DictConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The splits of a small dataset as stored (uint8 images, labels): train and test, with ``data.holdout`` the
     held-out end of train apart. Everything about the files that can be wrong is found here, and
@@ -197,13 +203,13 @@ def build_data(cfg: DictConfig, device: torch.device, seed: int) -> Data:
     ds, dc = cfg.dataset, cfg.data
     root = dc.root or default_root()
     bs = int(cfg.trainer.batch_size)
-    gen_device = device if ds.name != "imagenet" else torch.device("cpu")
+    gen_device = device if in_memory(ds) else torch.device("cpu")
     generator = torch.Generator(device=gen_device).manual_seed(seed)
-    if ds.name == "imagenet":  # (data.holdout is refused for ImageNet by qbench.config.validate)
-        train = StreamLoader(locate("imagenet", root, "train")[1], bs, ds.mean, ds.std, True, ds.image_size,
+    if not in_memory(ds):  # (data.holdout is refused for folder datasets by qbench.config.validate)
+        train = StreamLoader(locate(ds.name, root, "train")[1], bs, ds.mean, ds.std, True, ds.image_size,
                              dc.workers, generator, device, bool(ds.augment.hflip), ds.augment.get("resize"),
                              dc.subset)
-        val = StreamLoader(locate("imagenet", root, "test")[1], bs, ds.mean, ds.std, False, ds.image_size,
+        val = StreamLoader(locate(ds.name, root, "test")[1], bs, ds.mean, ds.std, False, ds.image_size,
                            dc.workers, torch.Generator().manual_seed(0), device, subset=dc.val_subset)
         return Data(_steps(train, cfg), val, ds.in_channels, ds.num_classes, ds.image_size, generator)
 

@@ -27,6 +27,7 @@ class Layouts:
     torchvision: str  # described for error messages
     folder: str
     download: str | None  # torchvision.datasets class name
+    test_folder: str = "test"  # the folder of the test split (ImageNet's is its validation set, val)
 
 
 LAYOUTS = {
@@ -39,13 +40,13 @@ LAYOUTS = {
     "cifar100": Layouts("cifar-100-python/{train,test}", "cifar100/{train,test}/<class>/*.png", "CIFAR100"),
     "svhn": Layouts("svhn/{train,test,extra}_32x32.mat", "svhn/{train,test,extra}/<class>/*.png", "SVHN"),
     "imagenet": Layouts("(none: ImageNet has no torchvision download)",
-                        "imagenet/{train,val}/<wnid>/*.JPEG", None),
+                        "imagenet/{train,val}/<wnid>/*.JPEG", None, test_folder="val"),
 }
 IDX_DIRS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
 
 def _folder_split(split: str, name: str) -> str:
-    return "val" if (name == "imagenet" and split == "test") else split
+    return LAYOUTS[name].test_folder if split == "test" else split
 
 
 def _find_idx(raw: Path, stem: str) -> Path | None:

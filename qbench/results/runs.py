@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from qbench.config import EXECUTION_KEYS
+from qbench.config import EXECUTION_KEYS, load_run_config
 
 # what a run's configuration is without: where and how it executed, its seed (runs of several seeds are averaged)
 NOT_THE_CONFIGURATION = ("seed", "resume", *EXECUTION_KEYS)
@@ -54,7 +54,7 @@ def find_runs(patterns: list[str]) -> tuple[list[Run], list[Run]]:
                 if d in seen or not (d / "config.yaml").is_file():
                     continue
                 seen.add(d)
-                run = Run(d, json.loads(s.read_text()), OmegaConf.to_container(OmegaConf.load(d / "config.yaml")))
+                run = Run(d, json.loads(s.read_text()), OmegaConf.to_container(load_run_config(d)))
                 (done if run.completed else other).append(run)
     return done, other
 
@@ -94,7 +94,7 @@ def init_record(run_dir: str | Path) -> dict:
     """summary.json's account of the run a run starts from (``method.init``): its folder, its reproduce row
     and a hash of its identity."""
     d = Path(run_dir).resolve()
-    config = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"))
+    config = OmegaConf.to_container(load_run_config(d))
     summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
     digest = hashlib.sha1(json.dumps(identity(config, summary), sort_keys=True).encode()).hexdigest()[:12]
     return {"run": str(d), "row": (config.get("tags") or {}).get("row"), "config": digest}
