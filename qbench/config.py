@@ -20,6 +20,10 @@ _HERE = Path(__file__).resolve().parent
 CONFIG_DIR = Path(os.environ.get("QBENCH_CONFIG_DIR") or next(
     (d for d in (_HERE.parent / "configs", _HERE / "configs") if (d / "train.yaml").is_file()), _HERE / "configs"))
 GROUPS = ("method", "model", "dataset", "optim", "sched")
+# groups a run adds on top with +group=<option>: a paper's training recipe (configs/recipe: optimizer, schedule,
+# epochs, batch -- `qbench train method=sq_bwn model=vgg9 +recipe=sq_vgg9`) and the smoke tier (configs/tier:
+# a sliver of the data for one epoch, `+tier=smoke`). qbench reproduce reads the same files for its rows.
+ADDED_GROUPS = ("recipe", "tier")
 # where and how a run executes, never what it learns: a resumed run may change them (summary.json's segments
 # record them for the process that used them), and runs that differ only in them are grouped together
 EXECUTION_KEYS = ("trainer.device", "trainer.progress", "trainer.compile", "trainer.compile_backend",
@@ -85,6 +89,31 @@ def load_run_config(run_dir: Path) -> DictConfig:
 
 
 @functools.lru_cache(maxsize=64)
+def option_settings(group: str, name: str) -> dict:
+    """An added group's option (configs/recipe, configs/tier) as flat ``key -> value`` settings, as Hydra composes
+    it: its defaults first (another option of the group, or ``override /optim: sgd`` -> ``optim: sgd``), then its
+    own keys, nested keys dotted (``optim: {lr: 0.1}`` -> ``optim.lr: 0.1``)."""
+    if name not in group_options(group):
+        raise UserError(f"unknown {group} {name!r}; valid: {choices(group_options(group))}")
+    doc = OmegaConf.to_container(OmegaConf.load(config_dir() / group / f"{name}.yaml"))
+    out: dict = {}
+    for entry in doc.pop("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":
+            out.update(option_settings(group, entry))
+        elif isinstance(entry, dict):
+            (key, value), = entry.items()
+            out[key.split()[-1].lstrip("/")] = value  # "override /optim": "sgd"
+
+    def flat(node: dict, prefix: str = "") -> None:
+        for k, v in node.items():
+            if isinstance(v, dict) and v:
+                flat(v, f"{prefix}{k}.")
+            else:
+                out[f"{prefix}{k}"] = v
+    flat(doc)
+    return out
+
+
 def _compose_groups(groups: tuple[str, ...]) -> DictConfig:
     """The config of a choice of groups alone, composed once per choice (only read: which keys exist)."""
     return compose(list(groups))
@@ -143,7 +172,7 @@ def check_overrides(overrides: list[str], data: bool = True) -> None:
         if group == "resume":
             raise UserError("resume=<run dir> continues one run and takes no other overrides: "
                             "qbench train resume=<run dir>")
-        if group in GROUPS and not o.is_delete():
+        if group in GROUPS + ADDED_GROUPS and not o.is_delete():
             valid = group_options(group)
             vals = [v.split("=", 1)[1] for v in _values(o)] if o.is_sweep_override() else [str(o.value())]
             for v in vals:
@@ -155,10 +184,12 @@ def check_overrides(overrides: list[str], data: bool = True) -> None:
     checked_data = set()
     for job in jobs:
         job = list(job)
-        groups_only = [j for j in job if j.split("=", 1)[0].lstrip("+~") in GROUPS]
+        groups_only = [j for j in job if j.split("=", 1)[0].lstrip("+~") in GROUPS + ADDED_GROUPS]
         base = _compose_groups(tuple(groups_only))
         for j in job:
             key = j.split("=", 1)[0]
+            if key.lstrip("+~") in ADDED_GROUPS:
+                continue
             if key.startswith("+") and "/" not in key and "@" not in key \
                     and key.lstrip("+").split(".")[0] not in OPEN_NODES \
                     and OmegaConf.select(base, key.lstrip("+"), default=_MISSING) is _MISSING:

@@ -37,7 +37,7 @@ def check_run_dir_free(overrides: list[str]) -> None:
                                 "writes into one: give a new folder")
 
 
-def _resolve_now(value: str) -> str:
+def resolve_now(value: str) -> str:
     """``${now:<strftime format>}`` resolved by Hydra's own resolver, as at launch; a value that names other
     settings stays as it is (Hydra resolves it when the sweep starts)."""
     from hydra.core.utils import setup_globals
@@ -62,7 +62,7 @@ def sweep_dir(overrides: list[str]) -> tuple[list[str], Path | None]:
     given = [o for o in overrides if o.split("=", 1)[0] == "hydra.sweep.dir"]
     value = given[-1].split("=", 1)[1] if given else OmegaConf.to_container(
         OmegaConf.load(config_dir() / "train.yaml"), resolve=False)["hydra"]["sweep"]["dir"]
-    value = _resolve_now(str(value))
+    value = resolve_now(str(value))
     rest = [o for o in overrides if o.split("=", 1)[0] != "hydra.sweep.dir"]
     return rest + [f"hydra.sweep.dir={value}"], (None if "${" in value else Path(value))
 

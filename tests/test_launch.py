@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from qbench.errors import UserError
-from qbench.launch import _resolve_now, discard_unstarted, sweep_dir
+from qbench.launch import resolve_now, discard_unstarted, sweep_dir
 
 from conftest import TINY_MNIST
 
@@ -64,4 +64,4 @@ def test_a_sweeps_folder_is_resolved_by_hydras_own_now_resolver():
     assert folder == Path(overrides[1].split("=", 1)[1])
     _, folder = sweep_dir(["hydra.sweep.dir=multirun/${hydra.job.name}"])  # known only once Hydra runs
     assert folder is None
-    assert _resolve_now("plain/folder") == "plain/folder"
+    assert resolve_now("plain/folder") == "plain/folder"

@@ -195,8 +195,12 @@ def test_reproduce_smoke_table_and_plots_end_to_end(tmp_path):
     rows = "rows=mnist_w1_a32_det_err,mnist_w1_a32_stoch_err"
     p = qbench("reproduce", "paper=binaryconnect", rows, "seeds=2", "tier=smoke", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    runs = [d for d in (tmp_path / "runs" / "reproduce" / "binaryconnect" / "smoke").glob("*/*") if d.is_dir()]
+    runs = [d.parent for d in (tmp_path / "runs" / "reproduce" / "binaryconnect" / "smoke").glob("*/*/config.yaml")]
     assert len(runs) == 4  # 2 rows x 2 seeds, one Hydra multirun
+    experiments = sorted(p.name for p in runs[0].parent.glob("experiments/experiment/*.yaml"))
+    assert experiments == ["binaryconnect__mnist_w1_a32_det_err.yaml", "binaryconnect__mnist_w1_a32_stoch_err.yaml"]
+    record = yaml.safe_load((runs[0].parent / "experiments" / "experiment" / experiments[0]).read_text())
+    assert record["tags"]["row"] == "mnist_w1_a32_det_err" and record["data"]["subset"] == 256  # what the job ran
     assert "4 of 4 runs completed" in p.stdout  # the multirun's own table, then how to see the rows (#31.16)
     assert p.stdout.rstrip().endswith("the rows beside the paper's figures: qbench table paper=binaryconnect "
                                       "tier=smoke"), p.stdout

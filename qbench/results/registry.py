@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import OmegaConf
 
-from qbench.config import config_dir
+from qbench.config import config_dir, group_options
 from qbench.errors import UserError, choices
 
 # how far each status has been checked, strongest first; 'unconfirmed' is never presented as confirmed
@@ -89,8 +89,12 @@ def _check_references(key: str, figures: list[Figure]) -> None:
     """``runs_of`` must name a figure with an experiment of its own, in this paper or (``<paper>/<row>``) in
     another; ``init_row`` one of this paper's that starts from scratch."""
     own = {f.id: f.experiment for f in figures if f.experiment and "runs_of" not in f.experiment}
+    recipes = group_options("recipe")
     for f in figures:
         e = f.experiment or {}
+        if isinstance(e.get("recipe"), str) and e["recipe"] not in recipes:
+            raise UserError(f"configs/paper/{key}.yaml: figure {f.id!r} names recipe {e['recipe']!r}, which is not in "
+                            f"configs/recipe; valid: {choices(recipes)}")
         if "/" in e.get("runs_of", ""):
             other, row = e["runs_of"].split("/", 1)
             if other not in paper_keys() or row not in _own_rows(other):

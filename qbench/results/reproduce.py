@@ -1,8 +1,10 @@
 """qbench reproduce: a paper's rows x seeds as one Hydra multirun.
 
-Each selected figure's experiment becomes a config in a temporary ``experiment`` group (method, model and
-dataset as defaults overrides, its settings and, for tier=full, the paper's recipe); Hydra then sweeps
-``+experiment=<rows> seed=<seeds>``, so any Hydra launcher applies. Every run is tagged with paper, table,
+Each selected figure's experiment becomes a config of the sweep folder's own ``experiment`` group
+(``<sweep>/experiments/experiment/<paper>__<row>.yaml``: method, model and dataset as defaults overrides, its
+settings, its recipe -- a configs/recipe option or its own -- and for tier=smoke configs/tier/smoke.yaml); Hydra
+then sweeps ``+experiment=<rows> seed=<seeds>``, so any Hydra launcher applies, and the folder keeps the record
+of what each job ran. Every run is tagged with paper, table,
 row and tier, which is how ``qbench table`` finds it.
 
 A row whose experiment names an ``init_row`` starts, as its paper did, from a trained model: each of its seeds
@@ -12,19 +14,13 @@ multirun, one experiment per row and seed, after the first has trained the rows 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from qbench.config import GROUPS
+from qbench.config import GROUPS, option_settings
 from qbench.errors import UserError, choices
 from qbench.results.registry import Figure, load_paper
-
-# tier=smoke: the recipe's loss, optimizer and schedule on a sliver of the data, for tests and a first look
-SMOKE = {"trainer.epochs": 1, "trainer.batch_size": 64, "trainer.steps_per_epoch": None, "data.subset": 256,
-         "data.val_subset": 256}
-
 
 def select(paper_key: str, table: str | None, rows: list[str] | None) -> list[Figure]:
     paper = load_paper(paper_key)
@@ -56,17 +52,21 @@ def select(paper_key: str, table: str | None, rows: list[str] | None) -> list[Fi
 
 
 def settings(f: Figure, tier: str) -> dict:
-    """Flat key -> value of one row's run: its identity, its settings, and the tier's recipe."""
+    """Flat key -> value of one row's run: its identity, its settings, its recipe (a configs/recipe option by
+    name, or the row's own settings) and, for tier=smoke, configs/tier/smoke.yaml and the row's own smoke
+    settings (a staged method needs an epoch per stage)."""
     e = f.experiment
     out = {"method": e["method"], "model": e["model"], "dataset": e["dataset"], **(e.get("overrides") or {})}
-    if tier == "full" and not e.get("recipe"):
+    recipe = e.get("recipe")
+    if tier == "full" and not recipe:
         raise UserError(f"row {f.id!r} has no full recipe in configs/paper/{f.paper}.yaml; run tier=smoke")
-    out.update(e.get("recipe") or {})
+    out.update(option_settings("recipe", recipe) if isinstance(recipe, str) else recipe or {})
     if tier == "smoke":
-        out.update(SMOKE)
+        smoke = option_settings("tier", "smoke")
+        out.update(smoke)
         if out.get("data.holdout"):  # a held-out validation set: a sliver too
-            out["data.holdout"] = SMOKE["data.val_subset"]
-        out.update(e.get("smoke") or {})  # a row's own smoke settings (a staged method needs an epoch per stage)
+            out["data.holdout"] = smoke["data.val_subset"]
+        out.update(e.get("smoke") or {})
     return out
 
 
@@ -137,8 +137,8 @@ def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: 
               extra: list[str]) -> None:
     """Launch the rows x seeds: ``seeds=N`` runs seeds 0..N-1 (3 if neither is given); a ``seed=a,b``
     override among ``extra`` runs exactly those, e.g. to add seeds to rows already run."""
-    from qbench.launch import launch
     from qbench.config import check_overrides
+    from qbench.launch import launch, resolve_now
 
     if tier not in ("smoke", "full"):
         raise UserError(f"tier={tier!r} is invalid; valid: full, smoke")
@@ -160,28 +160,34 @@ def reproduce(paper_key: str, table: str | None, rows: list[str] | None, seeds: 
         init = inits.get(f.id)
         check_overrides([_as_override(k, v) for k, v in settings(f, tier).items()]
                         + ([f"method.init={init[seed_list[0]]}"] if init else []) + list(extra))
-    sweep_dir = [f"hydra.sweep.dir=runs/reproduce/{paper_key}/{tier}/${{now:%Y-%m-%d_%H-%M-%S-%f}}"]
-    sweeps: list[Path | None] = []
-    with tempfile.TemporaryDirectory(prefix="qbench-experiments-") as tmp:
-        (Path(tmp) / "experiment").mkdir()
+    given = [a.split("=", 1)[1] for a in extra if a.split("=", 1)[0] == "hydra.sweep.dir"]
+    folder_of = given[-1] if given else f"runs/reproduce/{paper_key}/{tier}/${{now:%Y-%m-%d_%H-%M-%S-%f}}"
+    extra = [a for a in extra if a.split("=", 1)[0] != "hydra.sweep.dir"]
+    sweeps: list[Path] = []
 
-        def write(f: Figure, flat: dict, name: str) -> str:
-            (Path(tmp) / "experiment" / f"{name}.yaml").write_text(_experiment_yaml(f, flat, tier))
-            return name
+    def sweep(experiments: dict[str, tuple[Figure, dict]], args: list[str]) -> None:
+        """One multirun over ``experiments`` (name -> row, settings): each is written as a config of the
+        sweep folder's own experiment group (<sweep>/experiments/experiment/<name>.yaml, the record of what each
+        job ran, readable by every launcher's jobs) and Hydra sweeps +experiment=<names>."""
+        folder = Path(resolve_now(folder_of))
+        group = folder / "experiments" / "experiment"
+        group.mkdir(parents=True, exist_ok=True)
+        for name, (f, flat) in experiments.items():
+            (group / f"{name}.yaml").write_text(_experiment_yaml(f, flat, tier))
+        launch(["-m", f"hydra.searchpath=[file://{(folder / 'experiments').resolve()}]",
+                "+experiment=" + ",".join(experiments), f"hydra.sweep.dir={folder}", *args])
+        sweeps.append(folder)
 
-        if first:
-            names = [write(f, settings(f, tier), f"{paper_key}__{f.id}") for f in first]
-            sweeps.append(launch(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
-                                         *seed_sweep, *sweep_dir, *extra]))
-        if then:  # one experiment per row and seed: each seed starts from its own seed's run
-            names = []
-            for f in then:
-                init = inits.get(f.id) or init_runs(paper_key, f, tier, seed_list)
-                names += [write(f, {**settings(f, tier), "seed": s, "method.init": init[s]},
-                                f"{paper_key}__{f.id}__s{s}") for s in seed_list]
-            sweeps.append(launch(["-m", f"hydra.searchpath=[file://{tmp}]", "+experiment=" + ",".join(names),
-                                         *sweep_dir, *[a for a in extra if a.split("=", 1)[0] != "seed"]]))
+    if first:
+        sweep({f"{paper_key}__{f.id}": (f, settings(f, tier)) for f in first}, [*seed_sweep, *extra])
+    if then:  # one experiment per row and seed: each seed starts from its own seed's run
+        experiments = {}
+        for f in then:
+            init = inits.get(f.id) or init_runs(paper_key, f, tier, seed_list)
+            for s in seed_list:
+                experiments[f"{paper_key}__{f.id}__s{s}"] = (f, {**settings(f, tier), "seed": s, "method.init": init[s]})
+        sweep(experiments, [a for a in extra if a.split("=", 1)[0] != "seed"])
     # the command that shows these rows beside the paper's figures (runs= only where they are not under ./runs)
-    elsewhere = [str(d) for d in sweeps if d is not None and not (d.is_relative_to("runs"))]
+    elsewhere = [str(d) for d in sweeps if not d.is_relative_to("runs")]
     print("the rows beside the paper's figures: qbench table paper=" + paper_key + f" table={table}" * bool(table)
           + " tier=smoke" * (tier == "smoke") + (" runs=" + ",".join(elsewhere) if elsewhere else ""), flush=True)
