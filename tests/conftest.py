@@ -1,7 +1,9 @@
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,21 @@ def assert_refused(tmp_path: Path, args, message: str) -> None:
     r = qbench("train", *args, "model=mlp", "dataset=mnist", cwd=tmp_path)
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def kill_after_epoch(args, cwd, epoch):
+    """Start a run, SIGKILL it as soon as `epoch` epochs are in metrics.jsonl (so, in the next one). No pause
+    before the kill: on a fast machine the remaining epochs of these tiny runs can finish within 0.3 s."""
+    env = {**os.environ, "QBENCH_DATA": str(DATA)}
+    proc = subprocess.Popen([sys.executable, "-m", "qbench", "train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        found = list((cwd / "runs").glob("*/*/metrics.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= epoch:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return found[0].parent
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("run did not reach the epoch")

@@ -376,7 +376,7 @@ def test_staged_method_mistakes_are_one_line_and_write_nothing(tmp_path, args, m
 
 
 def test_inq_from_a_finished_fp_run_and_resume_restores_its_masks(tmp_path):
-    from test_cli import _kill_after_epoch
+    from conftest import kill_after_epoch
     fp = run_dir_of(qbench("train", "method=fp", *TINY_MNIST, "trainer.epochs=1", cwd=tmp_path))
     p = qbench("train", "method=inq", f"method.init={fp}", *TINY_MNIST, "trainer.epochs=3", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -388,7 +388,7 @@ def test_inq_from_a_finished_fp_run_and_resume_restores_its_masks(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     full = run_dir_of(qbench("train", *args, cwd=tmp_path / "a"))
-    killed = _kill_after_epoch(args, tmp_path / "b", epoch=3)
+    killed = kill_after_epoch(args, tmp_path / "b", epoch=3)
     resumed = qbench("train", f"resume={killed}", cwd=tmp_path / "b")
     assert resumed.returncode == 0, resumed.stderr
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731

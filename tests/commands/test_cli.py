@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import DATA, qbench, run_dir_of
+from conftest import DATA, kill_after_epoch, qbench, run_dir_of
 
 TINY_MNIST = ["model=mlp", "model.hidden=[64,64]", "dataset=mnist", "data.subset=2000", "data.val_subset=1000",
               "trainer.batch_size=100"]
@@ -99,24 +99,6 @@ def test_multirun_methods_by_seeds(tmp_path):
     assert f"qbench compare runs={sweep}" in p.stdout
 
 
-def _kill_after_epoch(args, cwd, epoch):
-    """Start a run, SIGKILL it as soon as `epoch` epochs are in metrics.jsonl (so, in the next one). No pause
-    before the kill: on a fast machine the remaining epochs of these tiny runs can finish within 0.3 s."""
-    env = {**os.environ, "QBENCH_DATA": str(DATA)}
-    proc = subprocess.Popen([sys.executable, "-m", "qbench", "train", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        found = list((cwd / "runs").glob("*/*/metrics.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= epoch:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return found[0].parent
-        time.sleep(0.01)
-    proc.kill()
-    raise AssertionError("run did not reach the epoch")
-
-
 @pytest.mark.parametrize("method", [
     ["method=binaryconnect", "method.mode=stoch", "model.dropout_hidden=0.2"],
     # BNN's Torch7 recipe: stochastic activations, shift batch norm, shift AdaMax's state, the step schedule
@@ -132,7 +114,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, method):
     assert full.returncode == 0, full.stderr
     full_dir = run_dir_of(full)
 
-    killed = _kill_after_epoch(args, tmp_path / "b", epoch=2)
+    killed = kill_after_epoch(args, tmp_path / "b", epoch=2)
     before = _summary(killed)
     assert before["status"] == "running"  # killed: no completion claimed
     epoch_in_ckpt = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["epoch"]
