@@ -60,9 +60,10 @@ class Method:
             for m in model.modules():
                 if getattr(m, "weight_quantizer", None) is not None:
                     self.weight_init(m.weight)
-        for m in model.modules():  # a quantizer with parameters shaped after its layer (a learned scale)
-            if hasattr(getattr(m, "weight_quantizer", None), "bind"):
-                m.weight_quantizer.bind(m.weight)
+        for m in model.modules():  # a quantizer with parameters shaped after its layer: a learned weight scale
+            for role in ("weight_quantizer", "input_quantizer", "output_quantizer"):  # or input threshold
+                if hasattr(getattr(m, role, None), "bind"):
+                    getattr(m, role).bind(m)
         folded = {c for c, _ in pairs}
         for r in rows:
             r.kind += " + folded BN" if r.name in folded else ""
