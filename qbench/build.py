@@ -1,22 +1,18 @@
-"""One builder: a job's config -> its method, model and layer report. Training, the checks before a launch,
-``summary``, ``bench``, ``ptq``, ``export`` and the ``method.init`` check all build through here.
+"""One builder: a job's config -> its method, model and layer report. Training, the checks before a launch
+(qbench.config), ``summary``, ``bench``, ``ptq`` and ``export`` all build through here.
 
     built = build(cfg)          # build_method(cfg.method); the model for cfg.dataset's inputs; method.apply
     built.method, built.model, built.layers
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from qbench.config import load_run_config
 from qbench.errors import UserError
 from qbench.methods import Method, build_method
-from qbench.methods.base import load_init_weights
 from qbench.methods.policy import LayerRow
 from qbench.models import create_model
 
@@ -73,20 +69,3 @@ def build(cfg: DictConfig, method: Method | None = None) -> Built:
     method = method if method is not None else build_method(cfg.method)
     model = build_model(cfg, method)
     return Built(method, model, method.apply(model))
-
-
-def check_init_run(run_dir: str, cfg: DictConfig) -> None:
-    """``method.init`` must name a finished run of the same model and dataset whose weights fit this one."""
-    run = Path(run_dir)
-    if not (run / "config.yaml").is_file() or not (run / "checkpoints" / "last.pt").is_file():
-        raise UserError(f"method.init={run_dir!r} is not a run directory with a checkpoint")
-    status = json.loads((run / "summary.json").read_text()).get("status") if (run / "summary.json").is_file() else None
-    if status != "completed":
-        raise UserError(f"method.init={run_dir!r} has not finished (status {status or 'unknown'})")
-    src = load_run_config(run)
-    for key in ("model.name", "dataset.name"):
-        if OmegaConf.select(src, key) != OmegaConf.select(cfg, key):
-            raise UserError(f"method.init={run_dir!r} holds a different {key.split('.')[0]} "
-                            f"({OmegaConf.select(src, key)!r}, this run: {OmegaConf.select(cfg, key)!r})")
-    # the same model with other settings (widths, hidden sizes) would fail to load: find out now
-    load_init_weights(build_model(cfg), run_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import re
 from pathlib import Path
@@ -443,7 +444,7 @@ def check_buildable(cfg: DictConfig) -> None:
     a bad setting of any of them is one line now rather than a traceback in a run directory."""
     import torch
 
-    from qbench.build import build, check_init_run
+    from qbench.build import build
     from qbench.methods import build_method
     from qbench.optim import build_optimizer, build_scheduler
 
@@ -477,3 +478,23 @@ def check_data(cfg: DictConfig) -> None:
             locate(cfg.dataset.name, root, split)
         return
     load_splits(cfg)
+
+
+def check_init_run(run_dir: str, cfg: DictConfig) -> None:
+    """``method.init`` must name a finished run of the same model and dataset whose weights fit this one."""
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file() or not (run / "checkpoints" / "last.pt").is_file():
+        raise UserError(f"method.init={run_dir!r} is not a run directory with a checkpoint")
+    status = json.loads((run / "summary.json").read_text()).get("status") if (run / "summary.json").is_file() else None
+    if status != "completed":
+        raise UserError(f"method.init={run_dir!r} has not finished (status {status or 'unknown'})")
+    src = load_run_config(run)
+    for key in ("model.name", "dataset.name"):
+        if OmegaConf.select(src, key) != OmegaConf.select(cfg, key):
+            raise UserError(f"method.init={run_dir!r} holds a different {key.split('.')[0]} "
+                            f"({OmegaConf.select(src, key)!r}, this run: {OmegaConf.select(cfg, key)!r})")
+    # the same model with other settings (widths, hidden sizes) would fail to load: find out now
+    from qbench.build import build_model
+    from qbench.methods.base import load_init_weights
+
+    load_init_weights(build_model(cfg), run_dir)
