@@ -130,7 +130,7 @@ def discard_unstarted(run_dir: Path) -> None:
 
     if not distributed.is_main() or not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} - {".hydra", "train.log"}:
         return
-    logging.shutdown()  # train.log's handler
+    _close_log_handlers(run_dir / "train.log")
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     (run_dir / "train.log").unlink(missing_ok=True)
     run_dir.rmdir()
@@ -138,6 +138,16 @@ def discard_unstarted(run_dir: Path) -> None:
     if (sweep / "multirun.yaml").is_file() and {p.name for p in sweep.iterdir()} == {"multirun.yaml"}:
         (sweep / "multirun.yaml").unlink()
         sweep.rmdir()
+
+
+def _close_log_handlers(path: Path) -> None:
+    """Close and detach every logging handler that writes to ``path`` (Hydra's job logging opened train.log): a
+    later line logged in this process must not recreate the file that was just removed."""
+    for logger in [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]:
+        for h in list(getattr(logger, "handlers", [])):
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve():
+                logger.removeHandler(h)
+                h.close()
 
 
 def run(cfg, run_dir: Path, resume: bool = False, overrides: list[str] = ()):

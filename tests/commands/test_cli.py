@@ -188,8 +188,8 @@ def test_user_mistakes_exit_2_with_one_line_and_write_nothing(tmp_path):
         (["train", "dataset=mnist", f"data.root={tmp_path / 'nowhere'}"], "not found under data root"),
         (["train", "resume=/no/such/run"], "not a qbench run directory"),
         (["train", "resume=/no/such/run", "seed=1"], "it takes only where and how to run it (trainer.device, "
-         "trainer.progress, trainer.compile, trainer.compile_backend, trainer.compile_mode, data.root, data.workers), "
-         "got: seed=1"),
+         "trainer.progress, trainer.compile, trainer.compile_backend, trainer.compile_mode, trainer.eval_batch_size, "
+         "trainer.checkpoint_every, data.root, data.workers, data.download), got: seed=1"),
         (["train", "data.holdout=0"], "data.holdout=0 is invalid; allowed: an integer >= 1 or null"),
         (["train", "dataset=imagenet", "model=resnet18", "data.holdout=5"],
          "data.holdout=5 is for the datasets held in memory (valid: null for imagenet"),
