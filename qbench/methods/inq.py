@@ -17,8 +17,14 @@ As the official code (AojunZhou/Incremental-Network-Quantization at c7f6a60) doe
   are quantized after the last epoch's training, before its evaluation (the code's one iteration, in which
   only biases could still move, is not run). ``last_stage="share"``: a full share of the epochs, as the
   paper's text reads (its last stage re-trains nothing but what is not a weight).
-Left as qbench has it: the code re-selects each stage's portion by magnitude over all weights, so a weight
-frozen earlier that has fallen below the new threshold would train again; qbench keeps frozen weights frozen.
+- ``reselect="all"``: each stage selects its portion by magnitude over all of a layer's weights, those frozen
+  earlier included (blob.cpp 519-542: every mask is reset to 1, then |W| >= the portion's threshold is
+  quantized and masked), so an earlier frozen weight now below the threshold trains again from its power of
+  two. ``reselect="float"``: only still-float weights are candidates and frozen weights stay frozen, as the
+  paper's text reads (sec. 2.2). Random partition draws among the float weights only.
+- ``ties="down"``: a weight halfway between two levels goes to the smaller (``qbench.quant.power_of_two``).
+Left as qbench has it: a stage quantizes round(portion x N) weights; the code's threshold index,
+int(N (1 - portion)) - 1, takes one weight more (and ties at the threshold).
 """
 from __future__ import annotations
 
@@ -29,10 +35,11 @@ import torch
 from qbench.methods.callbacks import layers_quantized_by
 from qbench.methods.stages import StagedSchedule, check_fractions
 from qbench.nn.partial import FrozenWeights
-from qbench.quant.power_of_two import inq_exponents, power_of_two
+from qbench.quant.power_of_two import TIES, inq_exponents, power_of_two
 
 PARTITIONS = ("magnitude", "random")
 LAST_STAGES = ("step", "share")
+RESELECT = ("all", "float")
 
 
 def inq_layers(model):
@@ -41,8 +48,17 @@ def inq_layers(model):
 
 class IncrementalQuantization(StagedSchedule):
     def __init__(self, epochs: int, portions=(0.5, 0.75, 0.875, 1.0), partition: str = "magnitude",
-                 bits: int = 5, init: str | None = None, stage_mode: str = "restart", last_stage: str = "step"):
+                 bits: int = 5, init: str | None = None, stage_mode: str = "restart", last_stage: str = "step",
+                 reselect: str = "all", ties: str = "down"):
         self.portions = check_fractions(portions, "method.portions")
+        if reselect not in RESELECT:
+            raise ValueError(f"method.reselect={reselect!r} is invalid; valid: {', '.join(RESELECT)}")
+        if reselect == "all" and partition != "magnitude":
+            raise ValueError("method.reselect=all re-selects each stage's portion by magnitude over every weight, as "
+                             "the official code does; with method.partition=random use method.reselect=float")
+        if ties not in TIES:
+            raise ValueError(f"method.ties={ties!r} is invalid; valid: {', '.join(TIES)}")
+        self.reselect_all, self.ties = reselect == "all", ties
         if partition not in PARTITIONS:
             raise ValueError(f"method.partition={partition!r} is invalid; valid: {', '.join(PARTITIONS)}")
         if isinstance(bits, bool) or not isinstance(bits, int) or bits < 2:
@@ -96,21 +112,31 @@ class IncrementalQuantization(StagedSchedule):
                                              "values": torch.zeros_like(w), "n1": inq_exponents(w, self.bits)[0]}
             n1 = inq_exponents(torch.where(state["mask"], state["values"], w), self.bits)[0]
             if n1 != state["n1"]:  # a float weight grew past 1.5 * 2^n1: the code re-quantizes with the new n1
-                state["values"] = torch.where(state["mask"], power_of_two(state["values"], self.bits, n1),
+                state["values"] = torch.where(state["mask"], power_of_two(state["values"], self.bits, n1, self.ties),
                                               state["values"])
                 state["n1"] = n1
-            mask = state["mask"]
+            current = torch.where(state["mask"], state["values"], w)
             target = math.floor(portion * w.numel() + 0.5)
-            new = target - int(mask.sum())
-            if new > 0:
-                key = w.abs() if self.partition == "magnitude" else torch.rand(w.shape, device=w.device)
-                key = torch.where(mask, torch.full_like(key, -1.0), key)  # frozen weights are not candidates
+            if self.reselect_all:  # the code: the portion's largest |W| over every weight, frozen or not
                 chosen = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
-                chosen[key.flatten().topk(new).indices] = True
-                chosen = chosen.view_as(w)
-                state["values"] = torch.where(chosen, power_of_two(w, self.bits, state["n1"]), state["values"])
-                mask |= chosen
-            w.copy_(torch.where(mask, state["values"], w))
+                chosen[current.abs().flatten().topk(target).indices] = True
+                mask = chosen.view_as(w)
+                state["values"] = torch.where(mask, power_of_two(current, self.bits, state["n1"], self.ties),
+                                              torch.zeros_like(w))
+                state["mask"] = mask
+            else:
+                mask = state["mask"]
+                new = target - int(mask.sum())
+                if new > 0:
+                    key = w.abs() if self.partition == "magnitude" else torch.rand(w.shape, device=w.device)
+                    key = torch.where(mask, torch.full_like(key, -1.0), key)  # frozen weights are not candidates
+                    chosen = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
+                    chosen[key.flatten().topk(new).indices] = True
+                    chosen = chosen.view_as(w)
+                    state["values"] = torch.where(chosen, power_of_two(w, self.bits, state["n1"], self.ties),
+                                                  state["values"])
+                    mask |= chosen
+            w.copy_(torch.where(mask, state["values"], current))
             m.weight_quantizer.mask = mask
 
     @torch.no_grad()

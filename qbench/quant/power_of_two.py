@@ -27,18 +27,30 @@ def inq_exponents(w: torch.Tensor, bits: int = 5) -> tuple[int, int]:
     return n1, n1 + 1 - 2 ** (bits - 1) // 2
 
 
-def power_of_two(w: torch.Tensor, bits: int = 5, n1: int | None = None) -> torch.Tensor:
+TIES = ("down", "up")
+
+
+def power_of_two(w: torch.Tensor, bits: int = 5, n1: int | None = None, ties: str = "down") -> torch.Tensor:
     """Eq. 3: each weight to the nearest level of P_l in INQ's sense (n1 from ``w`` unless given, e.g. fixed
-    from the pre-trained weights). No gradient: INQ freezes quantized weights."""
+    from the pre-trained weights). No gradient: INQ freezes quantized weights.
+
+    ``ties``: a weight exactly halfway between two levels (|W| = 0.75 * 2^k, or 2^n2 / 2 between 0 and 2^n2)
+    goes ``down`` to the smaller level, as the official code's nearest-level search does (src/caffe/util/
+    power2.cpp 38-64 at c7f6a60, weightCluster_zero: candidates 0, then 2^(M-7) .. 2^M, a strictly smaller
+    distance needed to move on), or ``up``, as eq. 3's half-open intervals [(alpha + beta)/2, 3 beta/2) read."""
+    if ties not in TIES:
+        raise ValueError(f"ties={ties!r} is invalid; valid: {', '.join(TIES)}")
     if n1 is None:
         n1, n2 = inq_exponents(w, bits)
     else:
         n2 = n1 + 1 - 2 ** (bits - 1) // 2
     a = w.detach().abs().double()
     k = torch.floor(torch.log2(a.clamp_min(1e-300) / 0.75))
-    level = torch.exp2(k)
-    k = torch.where(a < 0.75 * level, k - 1, k)  # repair log2's rounding at the interval edges
-    k = torch.where(a >= 1.5 * torch.exp2(k), k + 1, k)
+    # the interval of 2^k: [0.75, 1.5) * 2^k with ties up, (0.75, 1.5] * 2^k with ties down; log2's rounding
+    # at the edges is repaired by the comparisons
+    below = (lambda x, edge: x < edge) if ties == "up" else (lambda x, edge: x <= edge)
+    k = torch.where(below(a, 0.75 * torch.exp2(k)), k - 1, k)
+    k = torch.where(~below(a, 1.5 * torch.exp2(k)), k + 1, k)
     k = k.clamp(n2, n1)
-    mag = torch.where(a >= 2.0 ** n2 / 2, torch.exp2(k), torch.zeros_like(a))
+    mag = torch.where(~below(a, 2.0 ** n2 / 2), torch.exp2(k), torch.zeros_like(a))
     return (torch.sign(w.detach()) * mag).to(w.dtype)

@@ -170,18 +170,65 @@ def test_stages_split_epochs_and_restart_points():
 def test_power_of_two_eq3_by_hand():
     w = torch.tensor([0.9, -0.5, 0.3, 0.1, -0.05, 0.7, 0.75, 0.25, 0.2499])
     assert inq_exponents(w, bits=3) == (0, -1)  # s = 0.9: n1 = floor(log2(1.2)) = 0; n2 = 0 + 1 - 2 = -1
-    # levels {1, 0.5, 0}: [0.75, 1.5) -> 1, [0.25, 0.75) -> 0.5, below 0.25 -> 0
-    assert close(power_of_two(w, bits=3), [1.0, -0.5, 0.5, 0.0, 0.0, 0.5, 1.0, 0.5, 0.0])
+    # levels {1, 0.5, 0}: eq. 3's [0.75, 1.5) -> 1, [0.25, 0.75) -> 0.5, below 0.25 -> 0 (ties up) ...
+    assert close(power_of_two(w, bits=3, ties="up"), [1.0, -0.5, 0.5, 0.0, 0.0, 0.5, 1.0, 0.5, 0.0])
+    # ... and the code's nearest level with ties down: 0.75 -> 0.5, 0.25 -> 0 (the default)
+    assert close(power_of_two(w, bits=3), [1.0, -0.5, 0.5, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0])
     assert inq_exponents(w, bits=5) == (0, -7)  # 5 bits: n2 = n1 + 1 - 8
     assert close(power_of_two(torch.tensor([0.1, 0.006, 0.0039]), bits=5, n1=0), [0.125, 2 ** -7, 0.0])
     assert inq_exponents(torch.tensor([0.74]), 5)[0] == -1 and inq_exponents(torch.tensor([0.75]), 5)[0] == 0
+
+
+def _weight_cluster_zero(weight: float, m: int) -> float:
+    """The official code's nearest power of two or zero (src/caffe/util/power2.cpp 38-64 at c7f6a60), line by
+    line: candidates 0, then +-2^i for i = M-7 .. M, a strictly smaller distance needed to replace the best."""
+    best, ind, flag = 100.0, 0, 1.0
+    if best > abs(weight):
+        best, flag = abs(weight), 0.0
+    for i in range(m - 7, m + 1):
+        if best > abs(weight - 2.0 ** i):
+            best, ind, flag = abs(weight - 2.0 ** i), i, 1.0
+        if best > abs(weight + 2.0 ** i):
+            best, ind, flag = abs(weight + 2.0 ** i), i, -1.0
+    return flag * 2.0 ** ind
+
+
+def test_power_of_two_matches_the_official_nearest_level_search_ties_included():
+    g = torch.Generator().manual_seed(0)
+    n1 = 0
+    ties = [s * 0.75 * 2.0 ** k for k in range(-6, 1) for s in (1, -1)] + [2.0 ** -8, -(2.0 ** -8)]
+    w = torch.cat([torch.randn(2000, generator=g, dtype=torch.float64) * 0.4, torch.tensor(ties, dtype=torch.float64)])
+    ours = power_of_two(w, bits=5, n1=n1)  # 5 bits: 2^-7 .. 2^0, the code's M-7 .. M
+    assert ours.tolist() == [_weight_cluster_zero(v, n1) for v in w.tolist()]
+
+
+def test_inq_reselects_each_portion_over_every_weight_as_the_code_does():
+    """reselect=all: a weight frozen at stage 1 that the other weights outgrow leaves the frozen portion at
+    stage 2 and trains again from its power of two (blob.cpp 519-542); reselect=float keeps it frozen."""
+    for reselect, frozen_again in (("all", False), ("float", True)):
+        model = _tiny_model(FrozenWeights(bits=4))
+        cb = IncrementalQuantization(epochs=4, portions=[0.25, 0.5, 1.0], bits=4, init="given", reselect=reselect)
+        t = FakeTrainer(model)
+        layer = model[0]
+        with torch.no_grad():
+            layer.weight.copy_(torch.linspace(0.1, 0.9, layer.weight.numel()).view_as(layer.weight))
+        cb.on_epoch_start(t, 0)
+        first, values = cb.layers["0"]["mask"].clone(), cb.layers["0"]["values"].clone()
+        with torch.no_grad():  # the float weights grow past every frozen one (a frozen value is at most 1.0)
+            layer.weight.copy_(torch.where(first, layer.weight, torch.full_like(layer.weight, 1.2)))
+        cb.on_epoch_start(t, cb.lr_restarts()[1])
+        again = cb.layers["0"]["mask"]
+        assert bool(again[first].all()) is frozen_again
+        if reselect == "all":
+            assert int(again.sum()) == round(0.5 * layer.weight.numel()) and not again[first].any()
+            assert torch.equal(layer.weight[first], values[first])  # float again, from its power of two
 
 
 def test_inq_never_changes_a_frozen_weight_and_ends_on_the_grid():
     torch.manual_seed(0)
     model = _tiny_model(FrozenWeights(bits=4))
     cb = IncrementalQuantization(epochs=4, portions=[0.5, 0.75, 0.875, 1.0], bits=4, init="given",
-                                 last_stage="share")
+                                 last_stage="share", reselect="float")
     t = FakeTrainer(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
@@ -384,7 +431,7 @@ def test_inq_from_a_finished_fp_run_and_resume_restores_its_masks(tmp_path):
     assert [r["inq_portion"] for r in m] == [0.5, 0.75, 1.0]  # no fp stage: the init run is the FP model
     assert m[0]["val_acc"] > 0.6  # starts from the trained model: half quantized, still accurate
 
-    args = ["method=inq", "method.partition=random", *TINY_MNIST, "data.subset=3000", "trainer.epochs=5", "seed=2"]
+    args = ["method=inq", "method.partition=random", "method.reselect=float", *TINY_MNIST, "data.subset=3000", "trainer.epochs=5", "seed=2"]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     full = run_dir_of(qbench("train", *args, cwd=tmp_path / "a"))
