@@ -32,6 +32,24 @@ def test_ste_sign_forward_and_saturated_gradient():
     assert torch.equal(grad_of(lambda x: ste_sign(x, clip=0.5)), torch.tensor([0.0, 0, 3, 4, 5, 0, 0]))
 
 
+def test_bnn_and_binaryconnect_as_their_theano_code_computes_them():
+    """BinaryNet's Theano code (Train-time/binary_net.py at d7d45ae) and BinaryConnect's (binary_connect.py at
+    2f97a8f), transcribed: an activation is 2 round3(hard_sigmoid(x)) - 1 with round3's gradient the identity
+    and Theano's clip gradient 1 where mn <= x <= mx (bounds included), so d/dx = 1[|x| <= 1]; C's round sends
+    hard_sigmoid(0) = 0.5 up, so 0 binarizes to +1. A weight is +-H from round(hard_sigmoid(W / H)) with the
+    gradient taken with respect to W_b itself (compute_grads: theano.grad(loss, wrt=layer.Wb)): the identity."""
+    def theano_activation(x):
+        hs = ((x + 1) / 2).clamp(0, 1)  # clamp's gradient is 0 at the bounds, Theano's clip is 1: add it back
+        hs = hs + ((x.abs() == 1).to(x.dtype) * (x - x.detach()) / 2)
+        return 2 * (torch.floor(hs + 0.5).detach() + hs - hs.detach()) - 1
+    assert torch.equal(ste_sign(X), theano_activation(X))
+    assert torch.equal(grad_of(ste_sign), grad_of(theano_activation))
+    assert torch.equal(grad_of(theano_activation), torch.tensor([0.0, 2, 3, 4, 5, 6, 0]))  # 1 at |x| = 1
+    w = torch.tensor([-0.7, -0.0, 0.0, 0.2, 1.0])
+    assert torch.equal(binaryconnect(w, "det"), torch.where(torch.floor((w + 1) / 2 + 0.5) > 0, 1.0, -1.0))
+    assert torch.equal(grad_of(lambda x: binaryconnect(x, "det"), w, torch.ones(5)), torch.ones(5))
+
+
 def test_ste_forward_is_bit_exact():
     x = torch.randn(10000) * 0.7
     y = ste_sign(x.requires_grad_(True))
