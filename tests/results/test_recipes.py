@@ -44,7 +44,7 @@ def test_the_smoke_tier_is_a_config_and_composes_into_a_run():
 
 
 def test_an_unknown_recipe_is_one_line(tmp_path):
-    with pytest.raises(UserError, match="unknown recipe 'nope'; valid: back_to_simplicity_imagenet"):
+    with pytest.raises(UserError, match="unknown recipe 'nope'; valid: binaryconnect_mlp_mnist"):
         check_overrides(["+recipe=nope"], data=False)
     p = qbench("train", "+tier=fast", cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.strip() == "qbench: error: unknown tier 'fast'; valid: smoke"
