@@ -8,7 +8,7 @@ import pytest
 from qbench.errors import UserError
 from qbench.launch import resolve_now, discard_unstarted, sweep_dir
 
-from conftest import TINY_MNIST
+from conftest import DATA, TINY_MNIST
 
 
 def _hydra_wrote(folder: Path) -> None:
@@ -49,10 +49,10 @@ def test_a_refusal_inside_the_job_exits_2_and_leaves_no_folder(tmp_path, monkeyp
         raise UserError("refused by the trainer")
 
     monkeypatch.setattr(qbench.train.Trainer, "__init__", refuse)
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # (QBENCH_DATA may be relative to where the tests started: data.root is absolute)
     run = tmp_path / "runs" / "one"
     with pytest.raises(SystemExit) as e:
-        main(["train", "method=bnn", *TINY_MNIST, "trainer.epochs=1", f"hydra.run.dir={run}"])
+        main(["train", "method=bnn", *TINY_MNIST, "trainer.epochs=1", f"data.root={DATA}", f"hydra.run.dir={run}"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == "qbench: error: refused by the trainer"
     assert not run.exists() and not any((tmp_path / "runs").iterdir())
