@@ -17,6 +17,7 @@ GRANULARITY = ("channel", "element")
 SELECTIONS = ("code", "paper")
 
 
+@torch.compiler.disable  # a draw of a data-dependent count: run eagerly, the rest of the step stays compiled
 def _code_draw(w: torch.Tensor, q: torch.Tensor, ratio: float) -> torch.Tensor:
     return code_roulette(quantization_error(w, q, "channel"), ratio)
 
@@ -55,6 +56,14 @@ class StochasticQuantization(StagedSchedule):
         self.prob_fn, self.reselect, self.granularity = prob_fn, reselect, granularity
         self.ratio = self.ratios[0]
         self._errors: list[float] = []
+
+    def setup(self, model) -> None:
+        self.n_layers = sum(1 for _ in sq_layers(model))
+
+    def graph_variants(self) -> int:
+        """Under torch.compile the code's draw runs eagerly (a graph break in each layer's weight quantizer), so
+        each layer's frame is compiled for its own weight shape, at every stage: room for all of them."""
+        return self.n_stages * (1 + getattr(self, "n_layers", 0)) if self.selection == "code" else self.n_stages
 
     @torch.no_grad()
     def select(self, model) -> None:

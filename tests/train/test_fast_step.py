@@ -114,6 +114,18 @@ def test_compiled_training_matches_eager(tmp_path):
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
 
 
+def test_sq_compiles_with_its_draw_at_every_forward_and_trains_what_eager_trains(tmp_path, caplog):
+    """SQ's code draw (a data-dependent count of channels) runs eagerly inside the compiled step
+    (torch.compiler.disable): the step no longer falls back to eager as a whole, and draws the same channels."""
+    eager, a = _train(TINY + ["method=sq_bwn", "trainer.epochs=4"], tmp_path / "eager")
+    with caplog.at_level(logging.WARNING, logger="qbench"):
+        compiled, b = _train(TINY + ["method=sq_bwn", "trainer.epochs=4", "trainer.compile=true",
+                                     "trainer.compile_backend=aot_eager"], tmp_path / "compiled")
+    assert "torch.compile failed" not in caplog.text
+    assert abs(eager["final_val_acc"] - compiled["final_val_acc"]) <= 0.01
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+
+
 def test_a_failing_compiler_falls_back_to_eager_with_the_same_result(tmp_path, caplog):
     from torch._dynamo import register_backend
 
