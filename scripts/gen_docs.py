@@ -6,7 +6,7 @@
     docs/methods/<name>.md    each method: its paper, its settings with their defaults and comments, the
                               composed config, the paper rows that run it, the tests that name it
     docs/reference/commands.md  every command's own --help
-    docs/reference/config.md    every config group option and every key with its default
+    docs/reference/config.md and config/<group>.md   every config group option and every key with its default
 
     python scripts/gen_docs.py            # (re)write them
     python scripts/gen_docs.py --check    # exit 1 and name the pages that are out of date (a test runs this)
@@ -213,28 +213,38 @@ def commands_page() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def config_page() -> str:
+GROUP_TITLES = {"method": "Methods", "model": "Models", "dataset": "Datasets", "optim": "Optimizers",
+                "sched": "Learning-rate schedules", "recipe": "Recipes (+recipe=)", "tier": "Tiers (+tier=)"}
+
+
+def config_pages() -> dict[Path, str]:
+    """reference/config.md (the top-level keys and the groups) and one page per group: every option and every
+    key it sets with its default, as composed."""
     from qbench.config import ADDED_GROUPS, GROUPS, compose, group_options
 
-    out = [HEADER.format(source="configs/"), "# Config reference", "",
-           "Every option of every config group, and every key it sets with its default. Choose an option with "
-           "`group=<option>` (`+group=<option>` for recipe and tier), set a key with `key=value`.", "",
-           "## Top level", "", "```yaml"]
+    groups = GROUPS + ADDED_GROUPS
     base = compose([])
     top = OmegaConf.masked_copy(base, [k for k in base if k not in GROUPS and k != "hydra"])
-    out += [OmegaConf.to_yaml(top).rstrip(), "```", ""]
-    for group in GROUPS + ADDED_GROUPS:
-        out += [f"## {group}", ""]
+    index = [HEADER.format(source="configs/"), "# Config reference", "",
+             "Every key of the config with its default. Choose a group's option with `group=<option>` "
+             "(`+group=<option>` for recipe and tier) and set any key with `key=value`; `qbench train --help` prints "
+             "the same for the groups you chose.", "", "## Groups", "",
+             *(f"- [{GROUP_TITLES[g]}](config/{g}.md): {', '.join(f'`{o}`' for o in group_options(g))}" for g in groups),
+             "", "## Top-level keys", "", "```yaml", OmegaConf.to_yaml(top).rstrip(), "```", ""]
+    out = {DOCS / "reference" / "config.md": "\n".join(index).rstrip() + "\n"}
+    for group in groups:
+        page = [HEADER.format(source=f"configs/{group}/"), f"# {GROUP_TITLES[group]}", ""]
         for option in group_options(group):
             if group in GROUPS:
-                node = compose([f"{group}={option}"])[group]
-                text = OmegaConf.to_yaml(node).rstrip()
+                text = OmegaConf.to_yaml(compose([f"{group}={option}"])[group]).rstrip()
+                title = f"## {group}={option}"
             else:
                 text = (REPO / "configs" / group / f"{option}.yaml").read_text().rstrip()
-            link = f" ([page](../methods/{option}.md))" if group == "method" else ""
-            out += [f"### {group}={option}{link}" if group in GROUPS else f"### +{group}={option}", "", "```yaml",
-                    text, "```", ""]
-    return "\n".join(out).rstrip() + "\n"
+                title = f"## +{group}={option}"
+            link = [f"The method's page: [{option}](../../methods/{option}.md).", ""] if group == "method" else []
+            page += [title, "", *link, "```yaml", text, "```", ""]
+        out[DOCS / "reference" / "config" / f"{group}.md"] = "\n".join(page).rstrip() + "\n"
+    return out
 
 
 def pages() -> dict[Path, str]:
@@ -244,7 +254,7 @@ def pages() -> dict[Path, str]:
     out = {DOCS / "papers" / f"{key}.md": paper_page(key) for key in paper_keys()}
     out.update({DOCS / "methods" / f"{name}.md": method_page(name) for name in group_options("method")})
     out[DOCS / "reference" / "commands.md"] = commands_page()
-    out[DOCS / "reference" / "config.md"] = config_page()
+    out.update(config_pages())
     return out
 
 
