@@ -143,6 +143,22 @@ def _documented(cfg) -> list[tuple[str, str, str]]:
     return out
 
 
+# the rows of docs/methods/index.md's table "Where the paper and the authors' code differ" that concern a method,
+# by the label its first cell starts with
+DIFFERENCES = {"xnor": ("XNOR-Net",), "bwn": ("XNOR-Net",), "twn": ("TWN",), "sq_bwn": ("SQ",), "sq_twn": ("SQ",),
+               "inq": ("INQ",), "binaryrelax": ("BinaryRelax",), "wage": ("WAGE",), "dorefa": ("DoReFa",),
+               "bnn": ("Back to Simplicity",)}
+
+
+def _differences(name: str) -> list[str]:
+    """The table's header and the rows about ``name`` (a line of the hand-written overview, not a copy of it)."""
+    text = (DOCS / "methods" / "index.md").read_text()
+    section = text.split("## Where the paper and the authors' code differ", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    mine = [r for r in rows[2:] if r.strip("| ").startswith(DIFFERENCES.get(name, ("\0",)))]
+    return rows[:2] + mine if mine else []
+
+
 def method_page(name: str) -> str:
     from qbench.config import compose, config_dir
     from qbench.results.registry import load_paper, paper_keys
@@ -162,6 +178,12 @@ def method_page(name: str) -> str:
             continue
         value = OmegaConf.to_container(cfg, resolve=False)[key]
         out.append(f"| `{key}` | `{_cell(_yaml(value))}` | {_cell(comments.get(key, ''))} |")
+    differences = _differences(name)
+    if differences:
+        out += ["", "## The paper, the authors' code and qbench", "",
+                "Where they differ, the paper rows run what the authors' code ran (from "
+                "[where the paper and the authors' code differ](index.md#where-the-paper-and-the-authors-code-differ)):",
+                "", *differences]
     documented = _documented(cfg)
     if documented:
         out += ["", "## Its quantizers and schedule, as qbench computes them", "",
