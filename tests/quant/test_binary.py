@@ -50,6 +50,24 @@ def test_bnn_and_binaryconnect_as_their_theano_code_computes_them():
     assert torch.equal(grad_of(lambda x: binaryconnect(x, "det"), w, torch.ones(5)), torch.ones(5))
 
 
+def test_bnn_as_its_torch7_code_computes_it():
+    """BNN's Torch7 code (itayhubara/BinaryNet at c23b862): a hidden layer ends in nn.HardTanh, whose gradient is
+    0 where |y| >= 1 (THNN's bounds excluded), then BinarizedNeurons (Models/BinarizedNeurons.lua: forward
+    sign((y + 1)/2 - 0.5), gradient copied through unchanged). qbench's bnn puts its hardtanh activation before
+    the next layer's ste_sign: the same forward (but at y = 0 exactly, where torch.sign gives 0 and qbench +1)
+    and the same gradient, 1[|y| < 1]. Weights (Models/BinaryLinear.lua): round(clamp((w + 1)/2, 0, 1)) * 2 - 1
+    forward, nn.Linear's weight gradient backward: sign with 0 to +1, and the identity."""
+    y = X[X != 0]
+    torch7 = lambda v: torch.nn.functional.hardtanh(v) + (torch.sign(v) - torch.nn.functional.hardtanh(v)).detach()
+    ours = lambda v: ste_sign(torch.nn.functional.hardtanh(v))
+    assert torch.equal(ours(y), torch7(y))
+    assert torch.equal(grad_of(ours, y, G[: len(y)]), grad_of(torch7, y, G[: len(y)]))
+    assert torch.equal(grad_of(ours, y, torch.ones(len(y))), torch.tensor([0.0, 0, 1, 1, 0, 0]))  # |y| = 1: 0
+    w = torch.tensor([-0.7, -0.0, 0.0, 0.2, 1.0])
+    c_round = lambda v: torch.floor(v + 0.5)  # Torch7's round is C's: halves away from zero (all v >= 0 here)
+    assert torch.equal(binaryconnect(w, "det"), c_round(((w + 1) / 2).clamp(0, 1)) * 2 - 1)
+
+
 def test_ste_forward_is_bit_exact():
     x = torch.randn(10000) * 0.7
     y = ste_sign(x.requires_grad_(True))
