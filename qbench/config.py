@@ -78,7 +78,9 @@ def renamed(overrides: list[str], say: bool = False) -> list[str]:
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
-    """A run's config.yaml, with any key renamed since it was written under its new name."""
+    """A run's config.yaml as today's configs write it: any key renamed since under its new name, and a setting
+    added since with the value the run had without it (``dataset.storage``: folder for imagenet, else in
+    memory), so that runs made before and after group together."""
     cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
     for old, new in RENAMED.items():
         value = OmegaConf.select(cfg, old, default=_MISSING)
@@ -86,6 +88,10 @@ def load_run_config(run_dir: Path) -> DictConfig:
             parent, leaf = old.rsplit(".", 1)
             del cfg[parent][leaf]
             OmegaConf.update(cfg, new, value, force_add=True)
+    dataset = cfg.get("dataset")
+    if isinstance(dataset, DictConfig) and "name" in dataset and "storage" not in dataset:
+        OmegaConf.update(cfg, "dataset.storage", "folder" if dataset.name == "imagenet" else "in_memory",
+                         force_add=True)
     return cfg
 
 

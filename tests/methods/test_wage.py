@@ -206,3 +206,4 @@ def test_the_old_bit_width_names_still_work_with_a_line_saying_so(tmp_path, caps
     old = REPO / "results" / "wage" / "run_records" / "0_wage-lenet5-mnist-s0"
     run = load_run_config(old)
     assert "bits_w" not in run.method and run.method.w_bits == 2 and run.optim.g_bits == 8
+    assert run.dataset.storage == "in_memory"  # a setting added since, with the value the run had without it
