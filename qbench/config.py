@@ -95,7 +95,6 @@ def load_run_config(run_dir: Path) -> DictConfig:
     return cfg
 
 
-@functools.lru_cache(maxsize=64)
 def option_settings(group: str, name: str) -> dict:
     """An added group's option (configs/recipe, configs/tier) as flat ``key -> value`` settings, as Hydra composes
     it: its defaults first (another option of the group, or ``override /optim: sgd`` -> ``optim: sgd``), then its
@@ -121,6 +120,7 @@ def option_settings(group: str, name: str) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def _compose_groups(groups: tuple[str, ...]) -> DictConfig:
     """The config of a choice of groups alone, composed once per choice (only read: which keys exist)."""
     return compose(list(groups))
@@ -383,8 +383,8 @@ def validate(cfg: DictConfig) -> None:
     if zca is not None and (isinstance(zca, bool) or not isinstance(zca, (int, float)) or not zca > 0
                             or not held):
         raise UserError(f"dataset.zca={zca!r} is invalid; valid: null (no whitening) or ZCA's eigenvalue offset "
-                        "eps, a number > 0 (Torch7 unsup.zca_whiten's: 1e-5), for a dataset held in memory (not "
-                        "imagenet)")
+                        "eps, a number > 0 (Torch7 unsup.zca_whiten's: 1e-5), for a dataset held in memory "
+                        "(dataset.storage=in_memory)")
     gcn = cfg.dataset.get("gcn")
     if gcn is not None and (isinstance(gcn, bool) or not isinstance(gcn, (int, float)) or not gcn > 0
                             or not held):

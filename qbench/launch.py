@@ -177,8 +177,6 @@ def run(cfg, run_dir: Path, resume: bool = False, overrides: list[str] = ()):
     return acc
 
 
-
-
 def resume_run(run_dir: Path, overrides: list[str] = ()) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException

@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 import qbench
+from qbench.build import build_model, resolve_device
 from qbench.checkpoint import load_checkpoint, save_checkpoint, write_json
 from qbench.config import check_data, compose, load_run_config
 from qbench.data import build_data
@@ -23,9 +24,8 @@ from qbench.losses import LOSSES
 from qbench.methods import build_method
 from qbench.methods.policy import apply_layer_policy
 from qbench.nn import FakeQuant
-from qbench.report import MetricsLog, layer_table, log_to
-from qbench.build import build_model, resolve_device
 from qbench.provenance import device_name, git_commit, now
+from qbench.report import MetricsLog, layer_table, log_to
 from qbench.train import evaluate
 
 log = logging.getLogger("qbench")

@@ -1,7 +1,8 @@
 """LearnedScaleBinarize: a weight quantizer whose scale alpha is learned (XNOR-Net Table 3a's "separate layer").
 
-A module because alpha is a parameter: the layer policy gives each layer its own copy, ``bind(layer)`` (called by
-the method for any weight, input or output quantizer that has it) shapes alpha after that layer's weight (one value per output filter, starting at eq. 6's mean|W| so that training starts
+A module because alpha is a parameter: the layer policy gives each layer its own copy, and ``bind(layer)``
+(called by the method for any weight, input or output quantizer that has it) shapes alpha after that layer's
+weight (one value per output filter, starting at eq. 6's mean|W| so that training starts
 from BWN), and from then on back-propagation trains it (``qbench.quant.binarize_learned_scale``).
 """
 from __future__ import annotations
