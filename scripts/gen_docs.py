@@ -147,7 +147,8 @@ def _documented(cfg) -> list[tuple[str, str, str]]:
 # by the label its first cell starts with
 DIFFERENCES = {"xnor": ("XNOR-Net",), "bwn": ("XNOR-Net",), "twn": ("TWN",), "sq_bwn": ("SQ",), "sq_twn": ("SQ",),
                "inq": ("INQ",), "binaryrelax": ("BinaryRelax",), "wage": ("WAGE",), "dorefa": ("DoReFa",),
-               "bnn": ("Back to Simplicity",)}
+               "bnn": ("BNN", "Back to Simplicity"), "binaryconnect": ("BinaryConnect",),
+               "bottom_up": ("Bottom-to-top",), "tsq": ("TSQ",)}
 
 
 def _differences(name: str) -> list[str]:
@@ -181,7 +182,8 @@ def method_page(name: str) -> str:
     differences = _differences(name)
     if differences:
         out += ["", "## The paper, the authors' code and qbench", "",
-                "Where they differ, the paper rows run what the authors' code ran (from "
+                "What the paper says, what the authors' code does and what qbench runs by default; where they "
+                "differ, the paper rows run what the code ran (from "
                 "[where the paper and the authors' code differ](index.md#where-the-paper-and-the-authors-code-differ)):",
                 "", *differences]
     documented = _documented(cfg)
