@@ -21,6 +21,7 @@ from qbench.quant.dorefa import (
     dorefa_weight,
     quantize_k,
 )
+from qbench.quant.facts import QUANTIZERS, get_quantizer
 from qbench.quant.fixed_point import fixed_point, fraction_bits
 from qbench.quant.halfwave import hwgq, hwgq_bins, hwgq_step, sparse_threshold
 from qbench.quant.power_of_two import inq_exponents, power_of_two
@@ -33,7 +34,6 @@ from qbench.quant.stochastic import quantization_error, quantization_probability
 from qbench.quant.wage import (wage_activation, wage_error, wage_gradient, wage_init, wage_quantize, wage_scale,
                                wage_weight)
 from qbench.quant.uniform import affine_qparams, fake_quant_affine, stochastic_round
-from qbench.quant.registry import QUANTIZERS, get_quantizer
 
 __all__ = [
     "QUANTIZERS", "affine_qparams", "ap2", "ap2_scalar", "approx_sign", "binarize", "binarize_learned_scale", "binarize_scaled", "binary_relax", "binaryconnect",

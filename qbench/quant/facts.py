@@ -6,7 +6,8 @@
 ``bits``: bits per value of what it produces (1 binary, 2 ternary; a multi-bit quantizer gives a function of its
 arguments, e.g. ``lambda a: a["k"]``). ``exact_in_bf16``: every value it produces is a small integer times a power
 of two, so bfloat16 (8 significant bits) holds it exactly and the layers may run it under autocast (a scale such
-as mean|W| is not). ``alias``: the short name a config uses (``weight_quantizer: ste_sign``).
+as mean|W| is not). ``alias``: the short name a config uses (``weight_quantizer: ste_sign``), registered in
+``QUANTIZERS`` (filled as ``qbench.quant`` imports its modules) and looked up by ``get_quantizer``.
 A quantizer that is a module (FakeQuant, INQ's FrozenWeights) carries ``bits`` / ``exact_in_bf16`` attributes.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-ALIASES: dict[str, Callable] = {}
+QUANTIZERS: dict[str, Callable] = {}
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,27 @@ def quantizer(*, bits, exact_in_bf16=False, alias: str | None = None):
     def register(fn: Callable) -> Callable:
         fn.facts = Facts(bits, exact_in_bf16, alias)
         if alias is not None:
-            if alias in ALIASES and ALIASES[alias] is not fn:
-                raise ValueError(f"quantizer alias {alias!r} is already taken by {ALIASES[alias].__name__}")
-            ALIASES[alias] = fn
+            if alias in QUANTIZERS and QUANTIZERS[alias] is not fn:
+                raise ValueError(f"quantizer alias {alias!r} is already taken by {QUANTIZERS[alias].__name__}")
+            QUANTIZERS[alias] = fn
         return fn
     return register
+
+
+def get_quantizer(spec, **kwargs) -> Callable | None:
+    """A quantizer from an alias, a callable, or None (no quantization); keyword arguments are bound with
+    functools.partial (``get_quantizer("ste_sign", clip=1.3)``)."""
+    if spec is None:
+        return None
+    if callable(spec):
+        fn = spec
+    elif isinstance(spec, str):
+        if spec not in QUANTIZERS:
+            raise ValueError(f"unknown quantizer {spec!r}; valid: {', '.join(sorted(QUANTIZERS))}")
+        fn = QUANTIZERS[spec]
+    else:
+        raise TypeError(f"a quantizer is an alias, a callable or None, got {type(spec).__name__}")
+    return functools.partial(fn, **kwargs) if kwargs else fn
 
 
 def _fact(q, name: str):

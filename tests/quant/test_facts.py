@@ -9,7 +9,7 @@ from qbench import quant
 from qbench.nn import FakeQuant
 from qbench.nn.learned_scale import LearnedScaleBinarize
 from qbench.nn.partial import FrozenWeights, Gated, StochasticQuantizer
-from qbench.quant.facts import ALIASES, exact_in_bf16, quantizer, quantizer_bits
+from qbench.quant.facts import QUANTIZERS, exact_in_bf16, get_quantizer, quantizer, quantizer_bits
 
 W = torch.linspace(-1.7, 1.7, 64).view(8, 8)
 
@@ -58,10 +58,10 @@ def test_exact_in_bf16_is_declared_and_true(q, exact):
 
 
 def test_aliases_are_declared_beside_their_quantizers():
-    assert quant.QUANTIZERS is ALIASES
-    for alias, fn in ALIASES.items():
+    assert quant.QUANTIZERS is QUANTIZERS and quant.get_quantizer is get_quantizer
+    for alias, fn in QUANTIZERS.items():
         assert fn.facts.alias == alias
-    assert set(ALIASES) >= {"sign", "ste_sign", "approx_sign", "binaryconnect", "binarize_scaled", "twn",
-                            "dorefa_weight", "dorefa_activation", "hwgq"}
+    assert set(QUANTIZERS) >= {"sign", "ste_sign", "approx_sign", "binaryconnect", "binarize_scaled", "twn",
+                               "dorefa_weight", "dorefa_activation", "hwgq"}
     with pytest.raises(ValueError, match="already taken by ste_sign"):
         quantizer(bits=1, alias="ste_sign")(lambda w: w)
