@@ -337,6 +337,7 @@ def rebuild(run: Path):
     """(cfg, summary, eval-mode model with the run's last weights) of a finished run, on the CPU."""
     from qbench.build import build
     from qbench.checkpoint import load_checkpoint
+    from qbench.methods.callbacks import replay_epoch_start
 
     cfg, summary = finished_run(run)
     check_exportable(cfg)
@@ -351,20 +352,10 @@ def rebuild(run: Path):
             cb.load_state_dict(s)
     except (KeyError, RuntimeError, ValueError) as e:
         raise UserError(f"checkpoint of {run} does not match its config ({str(e).splitlines()[0]})") from None
-    # the quantizers a schedule set for the last epoch (SQ's ratio, BinaryRelax's exact projection): replayed
-    # from the schedule's own hook, as the trainer called it when that epoch began
-    host = _Host(model, int(cfg.trainer.epochs))
-    with torch.no_grad():
-        for cb in method.callbacks:
-            cb.on_epoch_start(host, int(summary.get("epochs_completed", cfg.trainer.epochs)) - 1)
+    # the quantizers a schedule set for the last epoch (SQ's ratio, BinaryRelax's exact projection)
+    last = int(summary.get("epochs_completed", cfg.trainer.epochs)) - 1
+    replay_epoch_start(method.callbacks, model, last, int(cfg.trainer.epochs))
     return cfg, summary, model.eval()
-
-
-class _Host:
-    """What a method's callbacks read of the trainer when an epoch starts: the model and the epoch count."""
-
-    def __init__(self, model, epochs: int):
-        self.model, self.epochs, self.data = model, epochs, None
 
 
 FORMATS = ("qbench", "onnx")

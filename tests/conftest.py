@@ -117,13 +117,6 @@ def close(a: torch.Tensor, b, atol: float = 1e-6) -> bool:
     return torch.allclose(a, torch.as_tensor(b, dtype=a.dtype), atol=atol)
 
 
-class FakeTrainer:
-    """What a callback sees of the trainer in unit tests: its model."""
-
-    def __init__(self, model):
-        self.model = model
-
-
 def assert_refused(tmp_path: Path, args, message: str) -> None:
     """`qbench train <args>` fails with exit code 2 and one line containing ``message``, writing nothing."""
     r = qbench("train", *args, "model=mlp", "dataset=mnist", cwd=tmp_path)

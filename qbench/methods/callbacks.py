@@ -7,10 +7,12 @@ the model's layers sizes itself here and raises ValueError for a model it cannot
 ``on_epoch_end(trainer, epoch) -> dict of scalars to log``, ``graph_variants() -> how many different forward
 graphs the run needs`` (a compiled model keeps one per stage that changes the forward or what trains).
 State that must survive a resume goes through ``state_dict`` / ``load_state_dict`` (plain data and tensors).
+What a hook may read of its ``trainer``: ``model``, ``epochs`` and ``data`` (``Host``); the Trainer is one.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -33,6 +35,25 @@ def layers_quantized_by(model: nn.Module, match):
     for name, m in model.named_modules():
         if isinstance(m, _QuantizedMixin) and m.weight_quantizer is not None and test(m.weight_quantizer):
             yield name, m
+
+
+@dataclass
+class Host:
+    """What a callback's hooks read of the trainer: the model, the run's epoch count and its data (None outside
+    training). ``qbench.train.Trainer`` is the host while training; ``replay_epoch_start`` uses this one."""
+    model: nn.Module
+    epochs: int
+    data: object = None
+
+
+def replay_epoch_start(callbacks, model: nn.Module, epoch: int, epochs: int) -> None:
+    """Put a rebuilt model (its weights and callbacks' state loaded) in the state ``epoch`` trained and was
+    evaluated in: each callback's ``on_epoch_start``, as the trainer called it when that epoch began (SQ's ratio,
+    BinaryRelax's exact projection, bottom-up's fixed-point layers)."""
+    host = Host(model, int(epochs))
+    with torch.no_grad():
+        for cb in callbacks:
+            cb.on_epoch_start(host, epoch)
 
 
 class Callback:

@@ -2,24 +2,18 @@
 the channels to quantize (equations in ``qbench.quant.stochastic``)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from qbench.methods.callbacks import layers_quantized_by
 from qbench.methods.stages import StagedSchedule, check_fractions
 from qbench.nn.partial import StochasticQuantizer
-import functools
-
-from qbench.quant.stochastic import (PROB_FNS, code_roulette, quantization_error, quantization_probability,
-                                     roulette_select)
+from qbench.quant.stochastic import PROB_FNS, code_draw, quantization_error, quantization_probability, roulette_select
 
 RESELECT = ("iteration", "epoch")
 GRANULARITY = ("channel", "element")
 SELECTIONS = ("code", "paper")
-
-
-@torch.compiler.disable  # a draw of a data-dependent count: run eagerly, the rest of the step stays compiled
-def _code_draw(w: torch.Tensor, q: torch.Tensor, ratio: float) -> torch.Tensor:
-    return code_roulette(quantization_error(w, q, "channel"), ratio)
 
 
 def sq_layers(model):
@@ -74,7 +68,7 @@ class StochasticQuantization(StagedSchedule):
                 q.mask, q.draw = None, None
                 continue
             if self.selection == "code":  # drawn by the layer itself at each forward
-                q.mask, q.draw = None, functools.partial(_code_draw, ratio=self.ratio)
+                q.mask, q.draw = None, functools.partial(code_draw, ratio=self.ratio)
                 continue
             err = quantization_error(w, q.quantizer(w), self.granularity)
             q.mask = roulette_select(quantization_probability(err, self.prob_fn), self.ratio)

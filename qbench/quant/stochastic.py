@@ -120,6 +120,13 @@ def code_roulette(error: torch.Tensor, ratio: float, generator: torch.Generator 
     return (~keep).view_as(error)
 
 
+@torch.compiler.disable  # a draw of a data-dependent count: run eagerly, the rest of the step stays compiled
+def code_draw(w: torch.Tensor, q: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The mask of the channels to quantize that the official layer draws at every forward (training and test):
+    ``code_roulette`` over the channels' errors e_i = |W_i - Q_i|_1 / |W_i|_1."""
+    return code_roulette(quantization_error(w, q, "channel"), ratio)
+
+
 def roulette_select(prob: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """A boolean mask (prob's shape) with exactly round(ratio * N) entries drawn without replacement,
     each draw proportional to ``prob`` among those not yet drawn (roulette wheel)."""

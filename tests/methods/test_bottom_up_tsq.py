@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import TINY_MNIST, FakeTrainer, assert_refused, close, grad_of, metrics_of, qbench, run_dir_of
-from qbench.methods import BottomUpSchedule, TwoStepQuantization, apply_layer_policy
+from conftest import TINY_MNIST, assert_refused, close, grad_of, metrics_of, qbench, run_dir_of
+from qbench.methods import BottomUpSchedule, Host, TwoStepQuantization, apply_layer_policy
 from qbench.methods.bottom_up import parameter_owners
 from qbench.methods.tsq import _rows
 from qbench.nn import FixedPoint, Gated
@@ -78,7 +78,7 @@ def test_phases_fix_layers_below_train_one_layer_leave_layers_above_float():
     model = _bn_model()
     cb = BottomUpSchedule(epochs=8, phase_epochs=2)  # no init: a float phase, then one phase per layer
     cb.setup(model)
-    t = FakeTrainer(model)
+    t = Host(model, epochs=1)
     assert cb.lr_restarts() == [0, 2, 4, 6]
     layers = [model[0], model[3], model[6]]
     for epoch, phase in zip(range(8), [-1, -1, 0, 0, 1, 1, 2, 2]):
@@ -259,7 +259,7 @@ def test_step2_solves_each_layer_and_keeps_an_exact_ternary_layer():
     fresh.load_state_dict(state)
     for m in (model[0], model[2], model[5]):
         m.weight_quantizer.enabled = False
-    fresh.on_train_start(FakeTrainer(model))  # a resumed run quantizes again from its first epoch
+    fresh.on_train_start(Host(model, epochs=1))  # a resumed run quantizes again from its first epoch
     assert all(m.weight_quantizer.enabled for m in (model[0], model[2], model[5]))
 
 

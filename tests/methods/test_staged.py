@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_MNIST, FakeTrainer, assert_refused, close, grad_of, metrics_of, qbench, run_dir_of
-from qbench.methods import IncrementalQuantization, RelaxationSchedule, StochasticQuantization, apply_layer_policy
+from conftest import TINY_MNIST, assert_refused, close, grad_of, metrics_of, qbench, run_dir_of
+from qbench.methods import Host, IncrementalQuantization, RelaxationSchedule, StochasticQuantization, apply_layer_policy
 from qbench.methods.stages import StagedSchedule
 from qbench.nn import FrozenWeights, StochasticQuantizer
 from qbench.quant.stochastic import code_roulette
@@ -97,7 +97,7 @@ def _tiny_model(quantizer):
 def test_sq_schedule_selects_round_r_n_channels_per_layer_each_stage():
     model = _tiny_model(StochasticQuantizer(sq_binary))
     cb = StochasticQuantization(epochs=8, ratios=[0.5, 0.75, 0.875, 1.0], selection="paper")
-    t = FakeTrainer(model)
+    t = Host(model, epochs=1)
     assert cb.lr_restarts() == [0, 2, 4, 6]
     for epoch, ratio in zip(range(8), [0.5, 0.5, 0.75, 0.75, 0.875, 0.875, 1.0, 1.0]):
         cb.on_epoch_start(t, epoch)
@@ -148,7 +148,7 @@ def test_sq_code_selection_redraws_at_every_forward_evaluation_included():
     method = build_method(compose(["method=sq_bwn"]).method)  # selection: code
     method.apply(model)
     sq = [cb for cb in method.callbacks if isinstance(cb, StochasticQuantization)][0]
-    sq.on_epoch_start(FakeTrainer(model), 0)  # ratio 0.5: int(0.5 * 16) = 8 channels of layer 0 stay float
+    sq.on_epoch_start(Host(model, epochs=1), 0)  # ratio 0.5: int(0.5 * 16) = 8 channels of layer 0 stay float
     model.eval()
     masks = []
     with torch.no_grad():
@@ -208,7 +208,7 @@ def test_inq_reselects_each_portion_over_every_weight_as_the_code_does():
     for reselect, frozen_again in (("all", False), ("float", True)):
         model = _tiny_model(FrozenWeights(bits=4))
         cb = IncrementalQuantization(epochs=4, portions=[0.25, 0.5, 1.0], bits=4, init="given", reselect=reselect)
-        t = FakeTrainer(model)
+        t = Host(model, epochs=1)
         layer = model[0]
         with torch.no_grad():
             layer.weight.copy_(torch.linspace(0.1, 0.9, layer.weight.numel()).view_as(layer.weight))
@@ -229,7 +229,7 @@ def test_inq_never_changes_a_frozen_weight_and_ends_on_the_grid():
     model = _tiny_model(FrozenWeights(bits=4))
     cb = IncrementalQuantization(epochs=4, portions=[0.5, 0.75, 0.875, 1.0], bits=4, init="given",
                                  last_stage="share", reselect="float")
-    t = FakeTrainer(model)
+    t = Host(model, epochs=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
     frozen_before = {}
@@ -264,7 +264,7 @@ def test_inq_last_stage_is_one_step_as_the_codes_run_py():
     model = _tiny_model(FrozenWeights(bits=5))
     cb = IncrementalQuantization(epochs=3, init="given")  # portions 0.5, 0.75, 0.875 | 1.0 after epoch 3
     assert cb.n_stages == 3 and cb.lr_restarts() == [0, 1, 2]
-    t = FakeTrainer(model)
+    t = Host(model, epochs=1)
     shares = []
     for epoch in range(3):
         cb.on_epoch_start(t, epoch)
@@ -288,7 +288,7 @@ def test_inq_recomputes_n1_at_every_stage_from_all_weights_as_the_code():
     with torch.no_grad():
         model[0].weight.copy_(torch.tensor([[0.9, 0.6, 0.3, 0.1]]))  # n1 = floor(log2(1.2)) = 0
     cb = IncrementalQuantization(epochs=3, portions=[0.5, 0.75, 1.0], init="given", last_stage="share")
-    t = FakeTrainer(model)
+    t = Host(model, epochs=1)
     cb.on_epoch_start(t, 0)  # 0.9 -> 1, 0.6 -> 0.5 frozen
     assert close(model[0].weight, [[1.0, 0.5, 0.3, 0.1]]) and cb.layers["0"]["n1"] == 0
     with torch.no_grad():
@@ -302,7 +302,7 @@ def test_inq_magnitude_partition_freezes_largest_first():
     model = _tiny_model(FrozenWeights(bits=5))
     w0 = model[0].weight.detach().clone()
     cb = IncrementalQuantization(epochs=4, init="given")
-    cb.on_epoch_start(FakeTrainer(model), 0)
+    cb.on_epoch_start(Host(model, epochs=1), 0)
     mask = cb.layers["0"]["mask"]
     assert w0.abs()[mask].min() >= w0.abs()[~mask].max()
 
@@ -343,7 +343,7 @@ def test_binaryrelax_schedule_writes_lambda_in_place_so_a_compiled_model_compile
     torch._dynamo.reset()
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     apply_layer_policy(model, functools.partial(binary_relax, projection="binary"), None, False, False)
-    cb, trainer = RelaxationSchedule(epochs=4, lambda0=2.0, lambda_growth=1.5, phase2_epoch=3), FakeTrainer(model)
+    cb, trainer = RelaxationSchedule(epochs=4, lambda0=2.0, lambda_growth=1.5, phase2_epoch=3), Host(model, epochs=1)
     graphs = []
 
     def counting(gm, example_inputs):

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qbench.methods import ClipWeights, GlorotLRScale, XnorCodeGradScale, XnorCodeWeights, apply_layer_policy
+from qbench.methods import ClipWeights, GlorotLRScale, Host, XnorCodeGradScale, XnorCodeWeights, apply_layer_policy
 from qbench.models import create_model
 from qbench.nn import QConv2d, QLinear, ShiftBatchNorm, shift_batch_norms
 from qbench.quant import binarize_scaled, sign, ste_sign
@@ -306,11 +306,6 @@ def test_dropout_acts_after_the_binarized_activation_as_in_bnn():
     assert isinstance(bc[4], nn.Dropout) and "input_dropout" not in bc[5]._modules
 
 
-class _Trainer:
-    def __init__(self, model):
-        self.model = model
-
-
 def test_xnor_code_weights_centre_over_input_channels_then_clip():
     """allenai/XNOR-Net util.lua: meancenterConvParms (mean over input channels), then clampConvParms."""
     model = nn.Sequential(nn.Conv2d(2, 2, 1, bias=False), nn.Flatten(), nn.Linear(2, 3, bias=False),
@@ -320,7 +315,7 @@ def test_xnor_code_weights_centre_over_input_channels_then_clip():
         model[0].weight.copy_(torch.tensor([3.0, 1.0, 0.2, 0.6]).view(2, 2, 1, 1))
         model[2].weight.copy_(torch.tensor([[1.0, 2.0], [0.5, 0.5], [-4.0, 0.0]]))
         model[3].weight.fill_(5.0)
-    XnorCodeWeights(1.0).on_train_start(_Trainer(model))
+    XnorCodeWeights(1.0).on_train_start(Host(model, epochs=1))
     # filter 0: (3, 1) - 2 = (1, -1); filter 1: (0.2, 0.6) - 0.4 = (-0.2, 0.2)
     assert torch.allclose(model[0].weight.flatten(), torch.tensor([1.0, -1.0, -0.2, 0.2]))
     # rows: (1, 2) - 1.5 = (-0.5, 0.5); (0.5, 0.5) - 0.5 = 0; (-4, 0) + 2 = (-2, 2) -> clipped to (-1, 1)
@@ -336,7 +331,7 @@ def test_xnor_code_grad_scale_multiplies_eq7_by_n_times_one_minus_one_over_c_in(
         model[0].weight.copy_(torch.tensor([[0.5, -0.25, 2.0, -0.1]]))
         model[1].weight.fill_(1.0)
     model(torch.ones(1, 4)).sum().backward()
-    XnorCodeGradScale().on_before_optimizer_step(_Trainer(model))  # the trainer calls it between backward and step
+    XnorCodeGradScale().on_before_optimizer_step(Host(model, epochs=1))  # the trainer calls it between backward and step
     alpha = (0.5 + 0.25 + 2.0 + 0.1) / 4  # dC/dW~_i = x_i = 1; n = c_in = 4: factor 4 * (1 - 1/4) = 3
     expected = 3 * torch.tensor([[0.25 + alpha, 0.25 + alpha, 0.25, 0.25 + alpha]])
     assert torch.allclose(model[0].weight.grad, expected)
@@ -358,7 +353,7 @@ def test_xnor_code_under_adam_drops_n_scales_every_gradient_by_1e9_so_decay_is_v
     alpha = (0.5 + 0.25 + 1.0 + 0.1) / 4  # 0.4625; the float layer's gradient alpha * (1 - 1 + 1 - x_4) < 0
     g_float = alpha * (1 - 1 + 1 - (1 + 2 ** -10))
     assert torch.allclose(model[1].weight.grad, torch.tensor([[g_float]]))
-    XnorCodeGradScale("adam").on_before_optimizer_step(_Trainer(model))
+    XnorCodeGradScale("adam").on_before_optimizer_step(Host(model, epochs=1))
     eq7 = torch.tensor([[0.25 + alpha, 0.25 + alpha, 0.25, 0.25 + alpha]]) * torch.tensor([[1.0, 1.0, 1.0, 1 + 2 ** -10]])
     assert torch.allclose(model[0].weight.grad, 1e9 * 0.75 * eq7)  # (1 - 1/4), no n = 4
     assert torch.allclose(model[1].weight.grad, torch.tensor([[1e9 * g_float]]), rtol=1e-4)  # float32 cancellation
