@@ -451,16 +451,14 @@ def check_buildable(cfg: DictConfig) -> None:
     import torch
 
     from qbench.build import build
-    from qbench.methods import build_method
     from qbench.optim import build_optimizer, build_scheduler
 
-    method = build_method(cfg.method)
-    for init in dict.fromkeys([method.init] + [OmegaConf.select(c, "init") if isinstance(c, DictConfig) else None
-                                               for c in (cfg.method.get("callbacks") or {}).values()]):
+    for init in dict.fromkeys([cfg.method.get("init")] + [OmegaConf.select(c, "init") if isinstance(c, DictConfig)
+                                                          else None for c in (cfg.method.get("callbacks") or {}).values()]):
         if init:
             check_init_run(init, cfg)
     with torch.device("meta"):
-        model = build(cfg, method).model
+        model = build(cfg).model
     for part, make in (("optim", lambda: build_optimizer(cfg.optim, [{"params": list(model.parameters())}])),
                        ("sched", lambda: build_scheduler(cfg.sched, build_optimizer(
                            cfg.optim, [{"params": list(model.parameters())}])))):
