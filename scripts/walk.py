@@ -5,9 +5,10 @@
 runs ``qbench <args>`` in-process (in a temporary folder) under a profiler and records, for every call that
 reaches a goal file, the chain of qbench files on the Python stack above it (calls made while a module is being
 imported are left out: a reader follows calls, not imports). It prints, on lines that start ``walk:``, the files
-of the union of those chains in the order first met, each distinct chain, and the calls between files that go
-against ``LAYERS`` (a "climb back up": a lower layer calling a higher one). ``--repo`` measures another checkout
-(``git worktree add /tmp/old <commit>``), so a walk can be compared before and after a change.
+of the union of those chains in the order first met, how many distinct calls from one file to another they
+hold, each distinct chain, and the calls between files that go against ``LAYERS`` (a "climb back up": a lower
+layer calling a higher one). ``--repo`` measures another checkout (``git worktree add /tmp/old <commit>``), so a
+walk can be compared before and after a change.
 """
 from __future__ import annotations
 
@@ -108,7 +109,9 @@ def main() -> None:
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
     chains = trace(a.repo.resolve(), args, tuple(a.goals.split(",")))
     walked = files(chains)
+    calls = {(a, b) for c in chains for a, b in zip(c, c[1:])}
     print(f"walk: {len(walked)} files: {' '.join(walked)}")
+    print(f"walk: {len(calls)} file-to-file calls")
     for c in chains:
         print("walk:    " + " > ".join(c))
     up = climbs(chains)
