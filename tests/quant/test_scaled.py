@@ -117,6 +117,18 @@ def test_twn_forward_alpha_t_backward_identity():
     assert torch.equal(grad_of(twn, w, g), g)
 
 
+def test_twn_as_caffe_twns_computes_it():
+    """fengfu-chris/caffe-twns at 51916a4: Delta = 0.7 * asum / count (Blob::set_delta, blob.cpp 112-117), the code
+    (x > Delta) - (x < -Delta), strict at Delta (caffe_cpu_ternary, math_functions.cpp 286-291), alpha =
+    dot(t, W) / dot(t, t) (blob.cpp 174-175; the GPU path adds 1e-6 to dot(t, t), a relative 1e-6 / n)."""
+    t, alpha = ternarize(torch.tensor([2.0, -1.0, 0.5, -0.5]), 0.5)  # Delta = 0.5 * 1.0: both 0.5s sit on it
+    assert torch.equal(t, torch.tensor([1.0, -1, 0, 0])) and close(alpha, 1.5)
+    w = torch.randn(300, generator=torch.Generator().manual_seed(0))
+    delta = 0.7 * w.abs().sum() / w.numel()
+    code = (w > delta).float() - (w < -delta).float()
+    assert torch.allclose(twn(w), (code @ w) / (code @ code) * code)
+
+
 def test_quantize_k_eq5():
     x = torch.tensor([0.0, 0.1, 0.2, 0.5, 0.9, 1.0])
     # 3x = [0, .3, .6, 1.5, 2.7, 3] -> round half to even -> [0, 0, 1, 2, 3, 3]
