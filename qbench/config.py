@@ -451,17 +451,17 @@ def check_buildable(cfg: DictConfig) -> None:
     import torch
 
     from qbench.build import build
-    from qbench.optim import build_optimizer, build_scheduler
+    from qbench.optim import build_scheduler, optimizer_for
 
     for init in dict.fromkeys([cfg.method.get("init")] + [OmegaConf.select(c, "init") if isinstance(c, DictConfig)
                                                           else None for c in (cfg.method.get("callbacks") or {}).values()]):
         if init:
             check_init_run(init, cfg)
     with torch.device("meta"):
-        model = build(cfg).model
-    for part, make in (("optim", lambda: build_optimizer(cfg.optim, [{"params": list(model.parameters())}])),
-                       ("sched", lambda: build_scheduler(cfg.sched, build_optimizer(
-                           cfg.optim, [{"params": list(model.parameters())}])))):
+        built = build(cfg)
+    for part, make in (("optim", lambda: optimizer_for(cfg.optim, built.model, built.method.callbacks)),
+                       ("sched", lambda: build_scheduler(cfg.sched, optimizer_for(cfg.optim, built.model,
+                                                                                  built.method.callbacks)))):
         try:
             make()
         except Exception as e:

@@ -61,6 +61,17 @@ def build_optimizer(cfg: DictConfig, param_groups: list[dict]) -> torch.optim.Op
     return instantiate({k: v for k, v in cfg.items() if v is not None}, params=param_groups, _convert_="all")
 
 
+def optimizer_for(cfg: DictConfig, model: torch.nn.Module, callbacks=()) -> torch.optim.Optimizer:
+    """``cfg`` (configs/optim) over ``model``'s parameters, in the groups the method's callbacks ask for
+    (BinaryConnect's per-layer learning-rate scale); one group when none asks. The Trainer and the check
+    before a launch (``config.check_buildable``) both build a run's optimizer here."""
+    lr = float(cfg.lr)
+    groups = [{"params": list(model.parameters())}]
+    for cb in callbacks:
+        groups = cb.param_groups(model, lr) or groups
+    return build_optimizer(cfg, groups)
+
+
 def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
     return instantiate(cfg, optimizer=optimizer, _convert_="all")
 

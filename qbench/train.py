@@ -1,6 +1,7 @@
 """The one training loop. It knows models, data, optimizers and callbacks -- never which method is running.
 
-    model = create_model(...); method.apply(model)          # the layer policy quantizes the model
+    method, model = build(cfg)                              # qbench.build: the layer policy quantizes the model
+    optimizer = optimizer_for(cfg.optim, model, callbacks)  # in the parameter groups the callbacks ask for
     for epoch:
         for x, y in train batches: loss(model(x), y).backward(); optimizer.step(); callbacks
         evaluate; log; checkpoint (atomically, every trainer.checkpoint_every epochs and after the last)
@@ -26,7 +27,7 @@ from qbench.config import compile_options
 from qbench.data import build_data
 from qbench.errors import UserError
 from qbench.losses import LOSSES
-from qbench.optim import build_optimizer, build_scheduler
+from qbench.optim import build_scheduler, optimizer_for
 from qbench.provenance import device_name, git_commit, now
 from qbench.report import MetricsLog, layer_table, progress_bar
 from qbench.results.runs import init_record
@@ -81,11 +82,7 @@ class Trainer:
                                else torch.compile(self.step_model, **compile_options(cfg.trainer)))
         self.callbacks = self.method.callbacks
 
-        lr = float(cfg.optim.lr)
-        groups = [{"params": list(self.model.parameters())}]
-        for cb in self.callbacks:
-            groups = cb.param_groups(self.model, lr) or groups
-        self.optimizer = build_optimizer(cfg.optim, groups)
+        self.optimizer = optimizer_for(cfg.optim, self.model, self.callbacks)
         # staged methods (SQ, INQ) run one learning-rate schedule per stage
         starts = {0, *(e for cb in self.callbacks for e in (cb.lr_restarts() or []))}
         self.schedule_starts = sorted(e for e in starts if 0 <= e < self.epochs)

@@ -111,6 +111,26 @@ def test_back_to_simplicity_knobs_on_the_bnn_method():
         check_buildable(compose(["method=bnn", "method.ste=tanh"]))
 
 
+def test_the_check_builds_the_optimizer_the_run_builds():
+    """The check before a launch builds the run's own parameter groups (here BinaryConnect's per-layer learning
+    rates, GlorotLRScale), on the meta device, as the Trainer does (optim.optimizer_for)."""
+    from qbench.build import build
+    from qbench.optim import optimizer_for
+    cfg = compose(["method=binaryconnect", "method.callbacks.glorot_lr_scale.exponent=1", "model=mlp",
+                   "dataset=mnist"])
+
+    def groups():
+        built = build(cfg)
+        opt = optimizer_for(cfg.optim, built.model, built.method.callbacks)
+        return [(g["lr"], [tuple(p.shape) for p in g["params"]]) for g in opt.param_groups]
+    with torch.device("meta"):
+        checked = groups()
+    run = groups()
+    assert len({lr for lr, _ in run}) > 1  # one learning rate per binarized layer, as the run trains
+    assert checked == run
+    check_buildable(cfg)
+
+
 def _leaf_keys(node, prefix=""):
     from omegaconf import DictConfig
 
