@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -11,18 +14,47 @@ import torch
 from qbench.errors import UserError
 
 
-def _atomic(path: Path, write) -> None:
+@contextmanager
+def interrupts_held():
+    """SIGINT and SIGTERM that arrive inside are delivered as it ends, to the handlers they would have reached.
+    A Ctrl-C or a SLURM/`kill` SIGTERM during ``torch.save`` would otherwise stop its zip writer halfway, whose
+    own error ("unexpected pos ...") then hides the interrupt: a traceback instead of an 'interrupted' run.
+    Only the main thread receives signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(caught):
+            signal.raise_signal(s)
+
+
+def write_atomic(path: Path, write) -> None:
+    """``write(f)`` to a temporary file beside ``path``, then renamed over it: a reader sees the old file or the
+    new one, never half of one, and an interrupt waits until the rename (no temporary file is left)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+    with interrupts_held():
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    _atomic(Path(path), lambda f: torch.save(state, f))
+    write_atomic(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -37,4 +69,4 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    _atomic(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
