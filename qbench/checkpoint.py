@@ -1,5 +1,6 @@
-"""Checkpoints: written atomically, read with ``weights_only=True`` (tensors and plain data only, so a
-checkpoint from someone else cannot run code when loaded)."""
+"""Checkpoints and the other files a run or a table writes, written atomically (``write_atomic``). Checkpoints
+are read with ``weights_only=True`` (tensors and plain data only, so a checkpoint from someone else cannot run
+code when loaded)."""
 from __future__ import annotations
 
 import json

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from qbench.checkpoint import write_atomic
 from qbench.errors import UserError, choices
 from qbench.results.registry import Figure, load_paper
 from qbench.results.runs import Group, Run, differing_keys, find_runs, group_runs
@@ -121,7 +120,7 @@ class Output:
         paths = self.check_write(out, stem, force)
         out.mkdir(parents=True, exist_ok=True)
         for p, text in zip(paths, (self.markdown(), self.csv(), self.latex())):
-            atomic_write(p, text.encode())
+            write_atomic(p, lambda f, data=text.encode(): f.write(data))
         return paths
 
 
@@ -147,18 +146,6 @@ def _rows_losing_runs(old_csv: Path, new: dict[tuple, int], key_columns: int) ->
     old = _runs_per_row(rows[0], rows[1:], key_columns)
     return [f"{' / '.join(k)}: {n} run{'s' * (n != 1)} there, {new.get(k, 0)} now"
             for k, n in old.items() if n > new.get(k, 0)]
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``path`` through a temporary file in the same folder and a rename: never half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def paper_table(key: str, run_patterns: list[str], table: str | None = None, tier: str = "full") -> Output:
