@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from qbench.checkpoint import write_atomic
+
 TB_NAMES = {"train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "val/loss", "val_acc": "val/acc",
             "val_top5": "val/top5", "test_loss": "test/loss", "test_acc": "test/acc", "test_top5": "test/top5",
             "lr": "lr"}
@@ -36,9 +38,8 @@ class MetricsLog:
         if purge_after is not None:
             # resuming: the file is rewritten from the checkpoint's history, dropping any epoch logged after
             # the checkpoint was taken (a run killed mid-epoch loses at most that epoch)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
-            os.replace(tmp, self.path)
+            text = "".join(json.dumps(r) + "\n" for r in history)
+            write_atomic(self.path, lambda f: f.write(text.encode()))
         self.tb = SummaryWriter(str(Path(run_dir) / "tb"),
                                 purge_step=purge_after + 1 if purge_after is not None else None)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qbench.checkpoint import write_atomic
 from qbench.errors import UserError, choices
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp"}
@@ -262,7 +263,6 @@ def load_split(name: str, root: str | os.PathLike, split: str, channels: int,
     else:
         images, labels, classes = _read_folder(where, channels)
     images, labels = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"fingerprint": fp, "images": images, "labels": labels, "classes": list(classes)}, tmp)
-    os.replace(tmp, cache)
+    write_atomic(cache, lambda f: torch.save({"fingerprint": fp, "images": images, "labels": labels,
+                                              "classes": list(classes)}, f))
     return images, labels, list(classes)
