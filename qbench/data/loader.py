@@ -163,8 +163,8 @@ class Data:
 
 def in_memory(ds: DictConfig) -> bool:
     """``dataset.storage``: in_memory (decoded once, held as tensors on the device) or folder (streamed from image
-    folders, ImageNet). A run config written before the setting existed is read by its dataset's name."""
-    return ds.get("storage", "folder" if ds.name == "imagenet" else "in_memory") == "in_memory"
+    folders, ImageNet). A run config written before the setting existed gets it from ``config.load_run_config``."""
+    return ds.storage == "in_memory"
 
 
 def load_splits(cfg: DictConfig) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
