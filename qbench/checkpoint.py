@@ -10,8 +10,6 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-
 from qbench.errors import UserError
 
 
@@ -55,10 +53,14 @@ def write_atomic(path: Path, write) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    import torch  # here, not at the top: `qbench table` writes through write_atomic without loading torch
+
     write_atomic(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path) -> dict:
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}")

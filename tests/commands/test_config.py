@@ -111,24 +111,24 @@ def test_back_to_simplicity_knobs_on_the_bnn_method():
         check_buildable(compose(["method=bnn", "method.ste=tanh"]))
 
 
-def test_the_check_builds_the_optimizer_the_run_builds():
+def test_the_check_builds_the_optimizer_the_run_builds(monkeypatch):
     """The check before a launch builds the run's own parameter groups (here BinaryConnect's per-layer learning
-    rates, GlorotLRScale), on the meta device, as the Trainer does (optim.optimizer_for)."""
+    rates, GlorotLRScale) on the meta device, through optim.optimizer_for as the Trainer does."""
+    import qbench.optim
     from qbench.build import build
-    from qbench.optim import optimizer_for
     cfg = compose(["method=binaryconnect", "method.callbacks.glorot_lr_scale.exponent=1", "model=mlp",
                    "dataset=mnist"])
 
-    def groups():
-        built = build(cfg)
-        opt = optimizer_for(cfg.optim, built.model, built.method.callbacks)
+    def groups(opt):
         return [(g["lr"], [tuple(p.shape) for p in g["params"]]) for g in opt.param_groups]
-    with torch.device("meta"):
-        checked = groups()
-    run = groups()
-    assert len({lr for lr, _ in run}) > 1  # one learning rate per binarized layer, as the run trains
-    assert checked == run
+    built_by_check, real = [], qbench.optim.optimizer_for
+    monkeypatch.setattr(qbench.optim, "optimizer_for", lambda *a: built_by_check.append(real(*a)) or built_by_check[-1])
     check_buildable(cfg)
+    run = build(cfg)
+    run = groups(real(cfg.optim, run.model, run.method.callbacks))
+    assert len({lr for lr, _ in run}) > 1  # one learning rate per binarized layer, as the run trains
+    assert built_by_check and all(groups(opt) == run for opt in built_by_check)
+    assert all(p.is_meta for opt in built_by_check for g in opt.param_groups for p in g["params"])
 
 
 def _leaf_keys(node, prefix=""):

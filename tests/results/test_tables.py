@@ -537,3 +537,12 @@ def test_rows_run_before_they_followed_the_authors_code_are_marked_for_a_rerun(t
     assert cell == "99.00 (n=1); made with method.keep_first_fp true, now false: rerun", cell  # 0.75 agrees
     assert "made with method.keep_first_fp true, now false, method.keep_last_fp true, now false: rerun" in (
         REPO / "results" / "twn" / "table_T2.md").read_text()
+
+
+def test_writing_a_table_does_not_load_torch():
+    """`qbench table` reads run records (JSON and YAML) and writes text: it starts without importing torch."""
+    import subprocess
+    import sys
+    code = "import sys, qbench.results.tables, qbench.checkpoint; assert 'torch' not in sys.modules, 'torch loaded'"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-500:]
